@@ -1,0 +1,151 @@
+"""Settings, read once from the environment (flags override), typed, failing fast.
+
+Nothing else in the package reads `os.environ`. Every error names the setting
+and the fix in one line, so a bad deployment stops at start-up, not at the
+first webhook.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from receiver import durations
+from receiver.errors import ConfigError
+
+LogFormat = Literal["text", "json"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the processes need; built by `Settings.from_env`."""
+
+    database_url: str | None = None
+    webhook_secrets: tuple[str, ...] = ()
+    master_key: bytes | None = None
+    home: Path = field(default_factory=lambda: Path(".receiver"))
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    max_body_bytes: int = 1024 * 1024
+    log_format: LogFormat = "text"
+    log_level: str = "INFO"
+    db_pool_size: int = 10
+    db_timeout: timedelta = timedelta(seconds=5)
+    retry_after: timedelta = timedelta(seconds=5)
+    endpoint_refresh: timedelta = timedelta(seconds=2)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        return cls(
+            database_url=_database_url(env.get("DATABASE_URL")),
+            webhook_secrets=_secrets(env.get("DOITONG_WEBHOOK_SECRET")),
+            master_key=_master_key(env.get("RECEIVER_MASTER_KEY")),
+            home=Path(env.get("RECEIVER_HOME") or ".receiver"),
+            host=env.get("RECEIVER_HOST") or "127.0.0.1",
+            port=_int(env, "RECEIVER_PORT", 8080, low=0, high=65535),
+            workers=_int(env, "RECEIVER_WORKERS", 1, low=1, high=256),
+            max_body_bytes=_int(env, "RECEIVER_MAX_BODY_BYTES", 1024 * 1024, low=1024),
+            log_format=_log_format(env.get("RECEIVER_LOG_FORMAT")),
+            log_level=_log_level(env.get("RECEIVER_LOG_LEVEL")),
+            db_pool_size=_int(env, "RECEIVER_DB_POOL_SIZE", 10, low=1, high=1000),
+            db_timeout=_duration(env, "RECEIVER_DB_TIMEOUT", "5s"),
+            retry_after=_duration(env, "RECEIVER_RETRY_AFTER", "5s"),
+            endpoint_refresh=_duration(env, "RECEIVER_ENDPOINT_REFRESH", "2s"),
+        )
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with command-line flags applied."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise ConfigError(
+                "DATABASE_URL is not set; set it to postgresql://user@host:5432/db "
+                "(or use `receiver run`, which starts an embedded PostgreSQL)"
+            )
+        return self.database_url
+
+
+def _database_url(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    url = value.strip()
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
+        raise ConfigError(
+            f"DATABASE_URL: scheme {scheme!r} is not supported; "
+            "use postgresql://user@host:5432/db or postgres://… (?host=/dir for a Unix socket)"
+        )
+    return "postgresql://" + rest
+
+
+def _secrets(value: str | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    secrets = tuple(part.strip() for part in value.split(",") if part.strip())
+    for secret in secrets:
+        if len(secret) < 8:
+            raise ConfigError(
+                "DOITONG_WEBHOOK_SECRET: a secret is shorter than 8 characters; "
+                "use the webhook secret from your Doitong dashboard (comma-separate several to rotate)"
+            )
+    return secrets
+
+
+def _master_key(value: str | None) -> bytes | None:
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(
+            "RECEIVER_MASTER_KEY: must be 32 random bytes in URL-safe base64; "
+            "generate one with `receiver keygen`"
+        )
+    return key
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int | None = None) -> int:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a whole number") from None
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"{name}: {value} is out of range; use a number {bound}")
+    return value
+
+
+def _duration(env: Mapping[str, str], name: str, default: str) -> timedelta:
+    return durations.parse(env.get(name) or default, setting=name)
+
+
+def _log_format(value: str | None) -> LogFormat:
+    text = (value or "text").strip().lower()
+    if text == "json":
+        return "json"
+    if text == "text":
+        return "text"
+    raise ConfigError(f"RECEIVER_LOG_FORMAT: {value!r} is not supported; use text or json")
+
+
+def _log_level(value: str | None) -> str:
+    text = (value or "INFO").strip().upper()
+    if text not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"RECEIVER_LOG_LEVEL: {value!r} is not a level; use debug, info, warning or error")
+    return text

@@ -1,0 +1,94 @@
+"""Connections to PostgreSQL, and the boundary where driver errors become ours.
+
+Two ways in, on purpose:
+- an SQLAlchemy AsyncEngine for everything but the hot path (CLI, readiness,
+  endpoint refresh, metrics), written with SQLAlchemy Core;
+- a psycopg AsyncConnectionPool for the webhook transaction, which is one
+  prepared statement (`receiver_ingest(...)`) and gains nothing from a query
+  builder but its overhead (bench/ingest.py measures it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import psycopg
+import sqlalchemy.exc
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from receiver.errors import DatabaseUnavailable
+
+APPLICATION_NAME = "doitong-receiver"
+
+
+def sqlalchemy_url(database_url: str) -> str:
+    """`postgresql://…` (or `postgres://…`) as SQLAlchemy's psycopg 3 URL."""
+    _, _, rest = database_url.partition("://")
+    return "postgresql+psycopg://" + rest
+
+
+def libpq_url(database_url: str) -> str:
+    """The URL as libpq reads it (psql, psycopg)."""
+    _, _, rest = database_url.partition("://")
+    return "postgresql://" + rest
+
+
+def create_engine(database_url: str, *, pool_size: int = 5, timeout: timedelta | None = None) -> AsyncEngine:
+    seconds = (timeout or timedelta(seconds=5)).total_seconds()
+    return create_async_engine(
+        sqlalchemy_url(database_url),
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=seconds,
+        pool_pre_ping=True,
+        connect_args={
+            "application_name": APPLICATION_NAME,
+            "connect_timeout": max(1, round(seconds)),
+        },
+    )
+
+
+def create_pool(database_url: str, *, size: int, timeout: timedelta) -> AsyncConnectionPool:
+    """The hot-path pool. Not opened: call `await pool.open(wait=False)`."""
+    seconds = timeout.total_seconds()
+    return AsyncConnectionPool(
+        libpq_url(database_url),
+        min_size=size,
+        max_size=size,
+        timeout=seconds,
+        open=False,
+        reconnect_timeout=24 * 3600,
+        kwargs={
+            "application_name": APPLICATION_NAME,
+            "connect_timeout": max(1, round(seconds)),
+            "autocommit": False,
+        },
+        name="ingest",
+    )
+
+
+@contextlib.asynccontextmanager
+async def translated() -> AsyncIterator[None]:
+    """Driver errors that mean "the database is not there" become DatabaseUnavailable."""
+    try:
+        yield
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        raise DatabaseUnavailable(
+            str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__
+        ) from exc
+    except (
+        sqlalchemy.exc.OperationalError,
+        sqlalchemy.exc.InterfaceError,
+        sqlalchemy.exc.TimeoutError,
+    ) as exc:
+        raise DatabaseUnavailable(str(exc.orig if hasattr(exc, "orig") else exc).splitlines()[0]) from exc
+
+
+@contextlib.asynccontextmanager
+async def begin(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A transaction on the engine, with driver errors translated."""
+    async with translated(), engine.begin() as conn:
+        yield conn

@@ -1,0 +1,94 @@
+"""Prometheus metrics. With `receiver serve --workers N` (N > 1) the workers
+share PROMETHEUS_MULTIPROC_DIR, which `receiver serve` sets up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    disable_created_metrics,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from receiver import __version__
+
+# The *_created series double every counter's size for no operator value.
+disable_created_metrics()
+
+WEBHOOKS = Counter(
+    "receiver_webhooks",
+    "Webhook requests by endpoint and outcome "
+    "(accepted, duplicate, conflict, unauthorized, bad_request, too_large, "
+    "unsupported_encoding, not_found, unavailable, error).",
+    ["endpoint", "outcome"],
+)
+REPLAYS = Counter(
+    "receiver_webhook_replays",
+    "Deliveries that came again under an idempotency key already stored.",
+    ["endpoint"],
+)
+REPLAY_CONFLICTS = Counter(
+    "receiver_webhook_replay_conflicts",
+    "Replays whose body differed from the stored one (logged, not applied).",
+    ["endpoint"],
+)
+SECRET_MATCHES = Counter(
+    "receiver_webhook_signature_matches",
+    "Verified webhooks by which active secret matched (0 = newest); "
+    "watch 1+ drop to zero before a rotation's grace period ends.",
+    ["endpoint", "secret"],
+)
+EVENTS = Counter(
+    "receiver_outbox_events_created",
+    "Outbox events created by accepted webhooks, by type.",
+    ["type"],
+)
+LATENCY = Histogram(
+    "receiver_webhook_duration_seconds",
+    "Time from request start to answer, webhook endpoint only.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+
+
+class DatabaseGauges(Collector):
+    """Gauges read from PostgreSQL at scrape time by the process that serves the scrape."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, tuple[str, float]] = {}
+
+    def set(self, name: str, help_text: str, value: float) -> None:
+        self.values[name] = (help_text, value)
+
+    def collect(self) -> Iterator[Metric]:
+        for name, (help_text, value) in sorted(self.values.items()):
+            yield GaugeMetricFamily(name, help_text, value=value)
+        info = GaugeMetricFamily("receiver_build_info", "Version of doitong-receiver.", labels=["version"])
+        info.add_metric([__version__], 1.0)
+        yield info
+
+
+class Exposition:
+    """Renders this process's metrics, or every worker's in multiprocess mode,
+    followed by the database gauges."""
+
+    def __init__(self) -> None:
+        self.gauges = DatabaseGauges()
+        self._own = CollectorRegistry()
+        self._own.register(self.gauges)
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            self._base = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self._base)  # type: ignore[no-untyped-call]
+        else:
+            self._base = REGISTRY
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self._base) + generate_latest(self._own), CONTENT_TYPE_LATEST

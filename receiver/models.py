@@ -1,0 +1,212 @@
+"""The schema as SQLAlchemy Core tables: the single source the migrations are checked against.
+
+Column names are snake_case and each carries a comment, which PostgreSQL keeps
+(`\\d+ jobs` in psql shows them), so people writing SQL see what a column means.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+NOW = text("now()")
+
+
+def _ts(name: str, comment: str, *, nullable: bool = True, default_now: bool = False) -> Column[object]:
+    return Column(
+        name,
+        DateTime(timezone=True),
+        nullable=nullable,
+        server_default=NOW if default_now else None,
+        comment=comment,
+    )
+
+
+endpoints = Table(
+    "endpoints",
+    metadata,
+    Column("name", Text, primary_key=True, comment="URL segment: /webhooks/doitong/{name}"),
+    _ts("created_at", "when the endpoint was added", nullable=False, default_now=True),
+    _ts("updated_at", "last add/rotate", nullable=False, default_now=True),
+    comment="Webhook endpoints; their secrets live in endpoint_secrets, encrypted.",
+)
+
+endpoint_secrets = Table(
+    "endpoint_secrets",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column(
+        "endpoint",
+        Text,
+        ForeignKey("endpoints.name", ondelete="CASCADE"),
+        nullable=False,
+        comment="the endpoint this secret signs for",
+    ),
+    Column(
+        "secret_sealed",
+        LargeBinary,
+        nullable=False,
+        comment="AES-256-GCM under RECEIVER_MASTER_KEY, bound to the endpoint name",
+    ),
+    _ts("created_at", "when the secret was added", nullable=False, default_now=True),
+    _ts("expires_at", "end of a rotation's grace period; NULL = active until rotated"),
+    Index("ix_endpoint_secrets_endpoint", "endpoint"),
+    comment="Signing secrets per endpoint; several are active during a rotation.",
+)
+
+inbound_webhooks = Table(
+    "inbound_webhooks",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("endpoint", Text, nullable=False, comment="endpoint name the request came in on"),
+    Column(
+        "idempotency_key",
+        Text,
+        nullable=False,
+        comment="Idempotency-Key / X-Doitong-Delivery / webhook-id header, else sha256 of the body",
+    ),
+    Column("body_sha256", LargeBinary, nullable=False, comment="SHA-256 of the raw body"),
+    Column("job_id", Text, nullable=False, comment="the body's `id`"),
+    Column("status", Text, nullable=False, comment="the body's `status`"),
+    Column("headers", JSONB, nullable=False, comment="request headers (credentials redacted)"),
+    Column("body", LargeBinary, comment="raw body exactly as received (signature re-verifiable)"),
+    _ts("received_at", "when we committed it", nullable=False, default_now=True),
+    Column(
+        "replay_count",
+        Integer,
+        nullable=False,
+        server_default=text("0"),
+        comment="how many times the same delivery came again",
+    ),
+    _ts("last_replay_at", "when the last replay came"),
+    Column(
+        "conflict_count",
+        Integer,
+        nullable=False,
+        server_default=text("0"),
+        comment="replays under this key whose body differed (not applied)",
+    ),
+    UniqueConstraint("endpoint", "idempotency_key"),
+    Index("ix_inbound_webhooks_job_id", "job_id"),
+    Index("ix_inbound_webhooks_received_at", "received_at"),
+    comment="Every accepted (signature-verified) webhook request, once per idempotency key.",
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Text, primary_key=True, comment="the provider's job id"),
+    Column("service", Text, comment="provider service, e.g. hedra"),
+    Column("type", Text, comment="generation type, e.g. AVATAR (when registered)"),
+    Column(
+        "status",
+        Text,
+        nullable=False,
+        comment="submitted, processing, completed, failed, or as received",
+    ),
+    Column("url", Text, comment="output URL once completed"),
+    Column("duration", Float, comment="metadata.duration, seconds"),
+    Column("width", Integer, comment="metadata.width, pixels"),
+    Column("height", Integer, comment="metadata.height, pixels"),
+    Column("metadata", JSONB, comment="the provider's metadata object, merged across events"),
+    _ts("created_at", "provider's createdAt"),
+    _ts("completed_at", "provider's completedAt"),
+    _ts("first_seen_at", "when we first heard of the job", nullable=False, default_now=True),
+    _ts("updated_at", "when the job row last changed", nullable=False, default_now=True),
+    Column("client_reference", Text, comment="your own reference, when the job was registered"),
+    Column("tags", JSONB, comment="your own string tags, when the job was registered"),
+    Column("credit_cost", Integer, comment="credits the provider charged, when known"),
+    Column(
+        "registered",
+        Boolean,
+        nullable=False,
+        server_default=text("false"),
+        comment="true when the job was registered through us before or after its webhooks",
+    ),
+    Index("ix_jobs_status", "status"),
+    Index("ix_jobs_service", "service"),
+    Index("ix_jobs_created_at", "created_at"),
+    Index("ix_jobs_client_reference", "client_reference"),
+    comment="One row per provider job, moved only forward by the state machine.",
+)
+
+job_events = Table(
+    "job_events",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True, comment="append order"),
+    Column("job_id", Text, ForeignKey("jobs.id"), nullable=False),
+    Column(
+        "inbound_id",
+        BigInteger,
+        ForeignKey("inbound_webhooks.id", ondelete="SET NULL"),
+        comment="the inbound_webhooks row, for webhook-sourced events",
+    ),
+    Column("source", Text, nullable=False, comment="webhook, poll or api"),
+    Column("status", Text, nullable=False, comment="status this event reported"),
+    Column("previous_status", Text, comment="jobs.status before this event (NULL: new job)"),
+    Column("applied", Boolean, nullable=False, comment="whether it changed the job's state"),
+    Column(
+        "outbox_event_id",
+        UUID(as_uuid=True),
+        comment="the outbox event it produced, if any",
+    ),
+    Column("payload", JSONB, nullable=False, comment="the reported document as received"),
+    _ts("provider_created_at", "createdAt in this event"),
+    _ts("provider_completed_at", "completedAt in this event"),
+    _ts("received_at", "when we committed it", nullable=False, default_now=True),
+    Index("ix_job_events_job_id", "job_id", "id"),
+    comment="Append-only history: every accepted delivery, applied or not.",
+)
+
+outbox_events = Table(
+    "outbox_events",
+    metadata,
+    Column(
+        "id",
+        UUID(as_uuid=True),
+        primary_key=True,
+        server_default=text("gen_random_uuid()"),
+        comment="event id, stable across retries, replays and sinks",
+    ),
+    Column("seq", BigInteger, Identity(), nullable=False, comment="global order of creation"),
+    Column("job_id", Text, ForeignKey("jobs.id"), nullable=False),
+    Column("status", Text, nullable=False, comment="the job status this event announces"),
+    Column("type", Text, nullable=False, comment="job.processing, job.completed, job.failed, ..."),
+    Column("payload", JSONB, nullable=False, comment="the envelope {id,type,timestamp,data} as sent"),
+    _ts("created_at", "when the state change committed", nullable=False, default_now=True),
+    _ts("dispatched_at", "when the publisher fanned it out to subscribers (NULL: pending)"),
+    UniqueConstraint("job_id", "status"),
+    UniqueConstraint("seq"),
+    Index(
+        "ix_outbox_events_pending",
+        "seq",
+        postgresql_where=text("dispatched_at IS NULL"),
+    ),
+    comment="Transactional outbox: one event per real job state change.",
+)
