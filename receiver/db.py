@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import psycopg
+import psycopg.errors
 import sqlalchemy.exc
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -75,6 +76,8 @@ async def translated() -> AsyncIterator[None]:
     """Driver errors that mean "the database is not there" become DatabaseUnavailable."""
     try:
         yield
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction) as exc:
+        raise DatabaseUnavailable("the schema is not migrated; run `receiver migrate`") from exc
     except (psycopg.OperationalError, PoolTimeout) as exc:
         raise DatabaseUnavailable(
             str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__

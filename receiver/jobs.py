@@ -18,7 +18,8 @@ Outcome = Literal["accepted", "duplicate", "conflict"]
 
 _INGEST = (
     "SELECT outcome, result_job_id, result_event_id FROM receiver_ingest("
-    "%s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "%s::text, %s::text, %s::bytea, %s::jsonb, %s::bytea, %s::text, %s::text, %s::text, %s::text,"
+    " %s::timestamptz, %s::timestamptz, %s::float8, %s::integer, %s::integer)"
 )
 
 

@@ -160,7 +160,7 @@ job_events = Table(
     "job_events",
     metadata,
     Column("id", BigInteger, Identity(), primary_key=True, comment="append order"),
-    Column("job_id", Text, ForeignKey("jobs.id"), nullable=False),
+    Column("job_id", Text, ForeignKey("jobs.id"), nullable=False, comment="the job this event reports on"),
     Column(
         "inbound_id",
         BigInteger,
@@ -195,7 +195,7 @@ outbox_events = Table(
         comment="event id, stable across retries, replays and sinks",
     ),
     Column("seq", BigInteger, Identity(), nullable=False, comment="global order of creation"),
-    Column("job_id", Text, ForeignKey("jobs.id"), nullable=False),
+    Column("job_id", Text, ForeignKey("jobs.id"), nullable=False, comment="the job whose state changed"),
     Column("status", Text, nullable=False, comment="the job status this event announces"),
     Column("type", Text, nullable=False, comment="job.processing, job.completed, job.failed, ..."),
     Column("payload", JSONB, nullable=False, comment="the envelope {id,type,timestamp,data} as sent"),

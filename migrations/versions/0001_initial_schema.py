@@ -213,7 +213,7 @@ def upgrade() -> None:
     op.create_table(
         "job_events",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False, comment="append order"),
-        sa.Column("job_id", sa.Text(), nullable=False),
+        sa.Column("job_id", sa.Text(), nullable=False, comment="the job this event reports on"),
         sa.Column(
             "inbound_id",
             sa.BigInteger(),
@@ -287,7 +287,7 @@ def upgrade() -> None:
             nullable=False,
             comment="global order of creation",
         ),
-        sa.Column("job_id", sa.Text(), nullable=False),
+        sa.Column("job_id", sa.Text(), nullable=False, comment="the job whose state changed"),
         sa.Column("status", sa.Text(), nullable=False, comment="the job status this event announces"),
         sa.Column(
             "type",

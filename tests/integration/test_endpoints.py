@@ -1,0 +1,126 @@
+"""Named endpoints, encrypted secrets, rotation with a grace period, live reload."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from receiver import db, endpoints
+from receiver.errors import AlreadyExists, ConfigError, NotFound
+from tests.support import MASTER_KEY, Receiver, doitong_body, scalar
+
+
+async def _admin(database_url: str, action):  # type: ignore[no-untyped-def]
+    engine = db.create_engine(database_url, pool_size=1)
+    try:
+        async with db.begin(engine) as conn:
+            return await action(conn)
+    finally:
+        await engine.dispose()
+
+
+async def _eventually(check, seconds: float = 5.0):  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        result = await check()
+        if result or asyncio.get_running_loop().time() > deadline:
+            return result
+        await asyncio.sleep(0.1)
+
+
+async def test_secrets_are_stored_encrypted(database_url: str) -> None:
+    await _admin(database_url, lambda c: endpoints.add(c, MASTER_KEY, "shop", "shop-secret-123"))
+    sealed = bytes(scalar(database_url, "SELECT secret_sealed FROM endpoint_secrets WHERE endpoint = 'shop'"))
+    assert b"shop-secret-123" not in sealed
+    loaded = await _admin(database_url, lambda c: endpoints.load_active(c, MASTER_KEY))
+    assert [s.secret for s in loaded["shop"]] == ["shop-secret-123"]
+
+
+async def test_add_twice_remove_missing_and_bad_names(database_url: str) -> None:
+    await _admin(database_url, lambda c: endpoints.add(c, MASTER_KEY, "shop", "shop-secret-123"))
+    with pytest.raises(AlreadyExists):
+        await _admin(database_url, lambda c: endpoints.add(c, MASTER_KEY, "shop", "other-secret-1"))
+    with pytest.raises(NotFound):
+        await _admin(database_url, lambda c: endpoints.remove(c, "nope"))
+    with pytest.raises(NotFound):
+        await _admin(database_url, lambda c: endpoints.rotate(c, MASTER_KEY, "nope", "x" * 10, timedelta(1)))
+    for bad in ("Shop", "a/b", "", "-x", "x" * 64):
+        with pytest.raises(ConfigError):
+            await _admin(database_url, lambda c, bad=bad: endpoints.add(c, MASTER_KEY, bad, "secret-123"))
+    with pytest.raises(ConfigError):
+        await _admin(database_url, lambda c: endpoints.add(c, MASTER_KEY, "short", "abc"))
+
+
+async def test_endpoint_changes_reach_a_running_server_without_restart(receiver: Receiver) -> None:
+    url = receiver.settings.database_url
+    assert url is not None
+    path = "/webhooks/doitong/shop"
+    body = doitong_body("job-live-1")
+    assert (await receiver.post(body, path=path, secret="shop-secret-123")).status_code == 404
+
+    await _admin(url, lambda c: endpoints.add(c, MASTER_KEY, "shop", "shop-secret-123"))
+
+    async def accepted() -> bool:
+        return (await receiver.post(body, path=path, secret="shop-secret-123")).status_code == 200
+
+    assert await _eventually(accepted)
+    await _admin(url, lambda c: endpoints.remove(c, "shop"))
+
+    async def gone() -> bool:
+        return (await receiver.post(body, path=path, secret="shop-secret-123")).status_code == 404
+
+    assert await _eventually(gone)
+    # History outlives the endpoint.
+    assert scalar(url, "SELECT count(*) FROM inbound_webhooks WHERE endpoint = 'shop'") == 1
+
+
+async def test_rotation_accepts_both_secrets_during_grace_then_only_the_new(receiver: Receiver) -> None:
+    url = receiver.settings.database_url
+    assert url is not None
+    path = "/webhooks/doitong/shop"
+    await _admin(url, lambda c: endpoints.add(c, MASTER_KEY, "shop", "old-secret-123"))
+    await _admin(url, lambda c: endpoints.rotate(c, MASTER_KEY, "shop", "new-secret-456", timedelta(seconds=3)))
+
+    async def new_works() -> bool:
+        response = await receiver.post(doitong_body("job-rot-new"), path=path, secret="new-secret-456")
+        return response.status_code == 200
+
+    assert await _eventually(new_works)
+    old = await receiver.post(doitong_body("job-rot-old"), path=path, secret="old-secret-123")
+    assert old.status_code == 200
+    await asyncio.sleep(3.2)
+    old_after = await receiver.post(doitong_body("job-rot-old-2"), path=path, secret="old-secret-123")
+    assert old_after.status_code == 401
+    new_after = await receiver.post(doitong_body("job-rot-new-2"), path=path, secret="new-secret-456")
+    assert new_after.status_code == 200
+    metrics = (await receiver.client.get(receiver.url + "/metrics")).text
+    assert 'receiver_webhook_signature_matches_total{endpoint="shop",secret="1"} 1.0' in metrics
+
+
+async def test_rotation_twice_keeps_at_most_the_grace_of_the_first(database_url: str) -> None:
+    await _admin(database_url, lambda c: endpoints.add(c, MASTER_KEY, "shop", "secret-one-1"))
+    await _admin(database_url, lambda c: endpoints.rotate(c, MASTER_KEY, "shop", "secret-two-2", timedelta(hours=1)))
+    await _admin(
+        database_url, lambda c: endpoints.rotate(c, MASTER_KEY, "shop", "secret-three-3", timedelta(days=7))
+    )
+    loaded = await _admin(database_url, lambda c: endpoints.load_active(c, MASTER_KEY))
+    secrets = {s.secret: s.expires_at for s in loaded["shop"]}
+    assert list(secrets) == ["secret-three-3", "secret-two-2", "secret-one-1"]
+    assert secrets["secret-three-3"] is None
+    one, two = secrets["secret-one-1"], secrets["secret-two-2"]
+    assert one is not None and two is not None
+    assert one < two  # the first rotation's shorter grace is not extended by the second
+
+
+async def test_env_secrets_serve_the_default_endpoint_with_rotation(receiver: Receiver) -> None:
+    # DOITONG_WEBHOOK_SECRET="new,old": both verify.
+    settings = receiver.settings.replace(webhook_secrets=("new-env-secret-1", "old-env-secret-2"))
+    from tests.support import running
+
+    async with running(settings) as server:
+        for secret in ("new-env-secret-1", "old-env-secret-2"):
+            response = await server.post(doitong_body("job-env-" + secret), secret=secret)
+            assert response.status_code == 200
+        assert (await server.post(doitong_body("job-env-x"), secret="not-a-secret")).status_code == 401

@@ -1,0 +1,78 @@
+"""Health, readiness, metrics and the SQL views people query."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from tests.support import Receiver, doitong_body, query, running, settings_for
+
+
+async def test_healthz_and_readyz(receiver: Receiver) -> None:
+    assert (await receiver.client.get(receiver.url + "/healthz")).json() == {"status": "ok"}
+    ready = await receiver.client.get(receiver.url + "/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+
+
+async def test_readyz_is_503_while_the_schema_is_behind(empty_database_url: str, tmp_path: Path) -> None:
+    async with running(settings_for(empty_database_url, tmp_path)) as receiver:
+        ready = await receiver.client.get(receiver.url + "/readyz")
+        assert ready.status_code == 503
+        assert "receiver migrate" in ready.json()["reason"]
+        # Webhooks cannot be stored either: 503, so the provider retries.
+        response = await receiver.post(doitong_body("job-no-schema"))
+        assert response.status_code == 503
+
+
+async def test_metrics_count_outcomes_latency_and_backlog(receiver: Receiver) -> None:
+    await receiver.post(doitong_body("job-m1", "processing"))
+    await receiver.post(doitong_body("job-m1", "processing"))
+    await receiver.post(doitong_body("job-m2"), secret="wrong-secret-1")
+    await receiver.post(b"{}", path="/webhooks/doitong/absent")
+    text = (await receiver.client.get(receiver.url + "/metrics")).text
+    assert 'receiver_webhooks_total{endpoint="default",outcome="accepted"} 1.0' in text
+    assert 'receiver_webhooks_total{endpoint="default",outcome="duplicate"} 1.0' in text
+    assert 'receiver_webhooks_total{endpoint="default",outcome="unauthorized"} 1.0' in text
+    # Unknown endpoint names never become label values.
+    assert 'receiver_webhooks_total{endpoint="(unknown)",outcome="not_found"} 1.0' in text
+    assert "absent" not in text
+    assert "receiver_webhook_duration_seconds_bucket" in text
+    assert "receiver_outbox_backlog 1.0" in text
+    assert 'receiver_outbox_events_created_total{type="job.processing"} 1.0' in text
+
+
+async def test_views_answer_the_operator_questions(receiver: Receiver) -> None:
+    await receiver.post(
+        doitong_body("job-v1", "processing", createdAt="2024-03-01T10:00:00Z", completedAt=None)
+    )
+    await receiver.post(
+        doitong_body("job-v1", "completed", createdAt="2024-03-01T10:00:00Z", completedAt="2024-03-01T10:01:30Z")
+    )
+    await receiver.post(
+        doitong_body("job-v2", "failed", createdAt="2024-03-01T23:59:00Z", completedAt="2024-03-02T00:00:00Z")
+    )
+    await receiver.post(doitong_body("job-v3", "processing", createdAt="2024-03-02T00:00:01+01:00"))
+    url = receiver.settings.database_url
+    assert url is not None
+
+    latency = query(url, "SELECT job_id, status, provider_seconds FROM job_latency ORDER BY job_id")
+    assert latency == [("job-v1", "completed", 90.0), ("job-v2", "failed", 60.0)]
+    delays = query(url, "SELECT receive_delay_seconds > 0 FROM job_latency")
+    assert delays == [(True,), (True,)]
+
+    usage = query(url, "SELECT day, service, status, jobs, credits FROM daily_usage ORDER BY day, status")
+    assert usage == [
+        (date(2024, 3, 1), "hedra", "completed", 1, 0),
+        (date(2024, 3, 1), "hedra", "failed", 1, 0),
+        # 00:00:01+01:00 is still March 1st in UTC.
+        (date(2024, 3, 1), "hedra", "processing", 1, 0),
+    ]
+
+    history = query(
+        url, "SELECT status, previous_status, applied, event_type FROM job_history WHERE job_id = 'job-v1' ORDER BY event_seq"
+    )
+    assert history == [
+        ("processing", None, True, "job.processing"),
+        ("completed", "processing", True, "job.completed"),
+    ]

@@ -1,0 +1,112 @@
+"""Helpers shared by the integration and acceptance tiers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+import uvicorn
+
+from receiver import crypto, signatures
+from receiver.app import create_app
+from receiver.config import Settings
+
+SECRET = "test-webhook-secret-1"
+MASTER_KEY = base64.urlsafe_b64decode(crypto.generate_key() + "=")
+
+
+def doitong_body(job_id: str, status: str = "completed", **fields: Any) -> bytes:
+    """A body shaped like Doitong's documented webhook payload."""
+    document: dict[str, Any] = {
+        "id": job_id,
+        "status": status,
+        "url": f"https://cdn.doitong.com/outputs/{job_id}.mp4" if status == "completed" else None,
+        "service": "hedra",
+        "createdAt": "2024-01-01T00:00:00Z",
+        "completedAt": "2024-01-01T00:01:00Z" if status in ("completed", "failed") else None,
+        "metadata": {"duration": 12.5, "width": 1280, "height": 720},
+    }
+    document.update(fields)
+    return orjson.dumps(document)
+
+
+def settings_for(database_url: str, home: Path, **overrides: Any) -> Settings:
+    base = Settings(
+        database_url=database_url,
+        webhook_secrets=(SECRET,),
+        master_key=MASTER_KEY,
+        home=home,
+        db_pool_size=4,
+        db_timeout=timedelta(seconds=2),
+        endpoint_refresh=timedelta(milliseconds=200),
+    )
+    return base.replace(**overrides) if overrides else base
+
+
+@dataclass
+class Receiver:
+    url: str
+    settings: Settings
+    client: httpx.AsyncClient
+
+    async def post(
+        self,
+        body: bytes,
+        *,
+        secret: str | None = SECRET,
+        path: str = "/webhooks/doitong",
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        sent = {"content-type": "application/json"}
+        if secret is not None:
+            sent[signatures.HEADER] = signatures.sign(secret, body)
+        sent.update(headers or {})
+        return await self.client.post(self.url + path, content=body, headers=sent)
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Receiver]:
+    """The real app behind a real uvicorn on an ephemeral port, in this event loop."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(settings), log_config=None, access_log=False, lifespan="on", http="httptools"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        for _ in range(500):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.01)
+        if task.done():
+            task.result()
+            raise RuntimeError("server stopped during start-up")
+        async with httpx.AsyncClient(timeout=30) as client:
+            yield Receiver(f"http://127.0.0.1:{port}", settings, client)
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+def query(database_url: str, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(statement, params).fetchall()  # type: ignore[arg-type]
+
+
+def scalar(database_url: str, statement: str, params: tuple[Any, ...] = ()) -> Any:
+    rows = query(database_url, statement, params)
+    return rows[0][0] if rows else None
