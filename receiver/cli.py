@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import secrets
+import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
@@ -83,9 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     add.set_defaults(handler=cmd_endpoints_add)
     lst = eps_commands.add_parser("list", help="list endpoints")
     lst.set_defaults(handler=cmd_endpoints_list)
-    rot = eps_commands.add_parser(
-        "rotate", help="switch to a new secret; the old one stays valid for --grace"
-    )
+    rot = eps_commands.add_parser("rotate", help="switch to a new secret; the old one stays valid for --grace")
     rot.add_argument("name")
     rot.add_argument("--secret", required=True)
     rot.add_argument("--grace", default="24h", help="how long the old secret stays valid (default 24h)")
@@ -122,16 +121,11 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if settings.workers > 1:
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="receiver-metrics-")
-        uvicorn.run(
-            "receiver.app:factory",
-            factory=True,
-            workers=settings.workers,
-            **_uvicorn_options(settings),
-        )
+        _serve("receiver.app:factory", settings, factory=True, workers=settings.workers)
         return 0
     from receiver.app import create_app
 
-    uvicorn.run(create_app(settings), **_uvicorn_options(settings))
+    _serve(create_app(settings), settings)
     return 0
 
 
@@ -162,7 +156,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     )
     from receiver.app import create_app
 
-    uvicorn.run(create_app(settings), **_uvicorn_options(settings))
+    _serve(create_app(settings), settings)
     return 0
 
 
@@ -192,6 +186,19 @@ def _with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
             raise ConfigError("--workers: use 1 or more")
         changes["workers"] = args.workers
     return settings.replace(**changes) if changes else settings
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _serve(app: Any, settings: Settings, **extra: Any) -> None:
+    """uvicorn, with SIGTERM ending the process with status 0 after the graceful
+    shutdown (uvicorn re-raises the signal it caught; with the default handler the
+    process would die before atexit hooks, such as stopping the embedded
+    PostgreSQL, could run)."""
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    uvicorn.run(app, **_uvicorn_options(settings), **extra)
 
 
 def _uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -262,9 +269,7 @@ def cmd_endpoints_list(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{'default (env)':<24} {len(settings.webhook_secrets):>14}  {'-':<25} DOITONG_WEBHOOK_SECRET")
     for row in rows:
         grace = row.grace_ends_at.isoformat(timespec="seconds") if row.grace_ends_at else "-"
-        print(
-            f"{row.name:<24} {row.active_secrets:>14}  {grace:<25} {row.updated_at.isoformat(timespec='seconds')}"
-        )
+        print(f"{row.name:<24} {row.active_secrets:>14}  {grace:<25} {row.updated_at.isoformat(timespec='seconds')}")
     return 0
 
 

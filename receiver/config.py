@@ -111,8 +111,7 @@ def _master_key(value: str | None) -> bytes | None:
         key = b""
     if len(key) != 32:
         raise ConfigError(
-            "RECEIVER_MASTER_KEY: must be 32 random bytes in URL-safe base64; "
-            "generate one with `receiver keygen`"
+            "RECEIVER_MASTER_KEY: must be 32 random bytes in URL-safe base64; generate one with `receiver keygen`"
         )
     return key
 

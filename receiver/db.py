@@ -79,9 +79,7 @@ async def translated() -> AsyncIterator[None]:
     except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction) as exc:
         raise DatabaseUnavailable("the schema is not migrated; run `receiver migrate`") from exc
     except (psycopg.OperationalError, PoolTimeout) as exc:
-        raise DatabaseUnavailable(
-            str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__
-        ) from exc
+        raise DatabaseUnavailable(str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__) from exc
     except (
         sqlalchemy.exc.OperationalError,
         sqlalchemy.exc.InterfaceError,

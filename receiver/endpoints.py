@@ -81,9 +81,7 @@ async def rotate(conn: AsyncConnection, key: bytes, name: str, secret: str, grac
     table = models.endpoint_secrets
     row = (
         await conn.execute(
-            sa.select(models.endpoints.c.name, sa.func.now())
-            .where(models.endpoints.c.name == name)
-            .with_for_update()
+            sa.select(models.endpoints.c.name, sa.func.now()).where(models.endpoints.c.name == name).with_for_update()
         )
     ).first()
     if row is None:
@@ -97,9 +95,7 @@ async def rotate(conn: AsyncConnection, key: bytes, name: str, secret: str, grac
         .values(expires_at=sa.func.least(sa.func.coalesce(table.c.expires_at, grace_ends), grace_ends))
     )
     await conn.execute(
-        table.insert().values(
-            endpoint=name, secret_sealed=crypto.seal(key, check_secret(secret), context=name)
-        )
+        table.insert().values(endpoint=name, secret_sealed=crypto.seal(key, check_secret(secret), context=name))
     )
     await conn.execute(
         models.endpoints.update().where(models.endpoints.c.name == name).values(updated_at=sa.func.now())

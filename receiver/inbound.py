@@ -42,9 +42,7 @@ async def receive(request: Request) -> Response:
         metrics.LATENCY.observe(time.perf_counter() - started)
 
 
-async def _handle(
-    request: Request, state: AppState, name: str, fields: dict[str, Any]
-) -> tuple[Response, str, str]:
+async def _handle(request: Request, state: AppState, name: str, fields: dict[str, Any]) -> tuple[Response, str, str]:
     secrets = state.secrets.secrets_for(name)
     if secrets is None:
         if not state.secrets.loaded:
@@ -143,9 +141,7 @@ async def _read_limited(request: Request, limit: int) -> bytes:
 
 def _unavailable(state: AppState, reason: str) -> Response:
     seconds = max(1, round(state.settings.retry_after.total_seconds()))
-    return json_response(
-        {"error": "unavailable", "detail": reason}, 503, headers={"Retry-After": str(seconds)}
-    )
+    return json_response({"error": "unavailable", "detail": reason}, 503, headers={"Retry-After": str(seconds)})
 
 
 def _event_type(status: str) -> str:

@@ -12,8 +12,8 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
-    generate_latest,
     disable_created_metrics,
+    generate_latest,
     multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from receiver import __version__
 
 # The *_created series double every counter's size for no operator value.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 WEBHOOKS = Counter(
     "receiver_webhooks",

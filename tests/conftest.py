@@ -53,9 +53,7 @@ def create_database(admin_url: str, name: str, template: str | None = None) -> s
     with psycopg.connect(admin_url, autocommit=True) as conn:
         statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
         if template:
-            statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template)
-            )
+            statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
         conn.execute(statement)
     return _with_database(admin_url, name)
 

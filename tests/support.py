@@ -81,9 +81,7 @@ async def running(settings: Settings) -> AsyncIterator[Receiver]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(settings), log_config=None, access_log=False, lifespan="on", http="httptools"
-    )
+    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, lifespan="on", http="httptools")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
@@ -110,3 +108,16 @@ def query(database_url: str, statement: str, params: tuple[Any, ...] = ()) -> li
 def scalar(database_url: str, statement: str, params: tuple[Any, ...] = ()) -> Any:
     rows = query(database_url, statement, params)
     return rows[0][0] if rows else None
+
+
+async def metric(receiver: Receiver, name: str, **labels: str) -> float:
+    """One sample from /metrics (0 when absent). Counters are process-wide, so
+    tests compare before and after rather than expect absolute values."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = (await receiver.client.get(receiver.url + "/metrics")).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0

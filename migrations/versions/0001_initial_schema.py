@@ -91,9 +91,7 @@ def upgrade() -> None:
             comment="replays under this key whose body differed (not applied)",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_inbound_webhooks")),
-        sa.UniqueConstraint(
-            "endpoint", "idempotency_key", name=op.f("uq_inbound_webhooks_endpoint_idempotency_key")
-        ),
+        sa.UniqueConstraint("endpoint", "idempotency_key", name=op.f("uq_inbound_webhooks_endpoint_idempotency_key")),
         comment="Every accepted (signature-verified) webhook request, once per idempotency key.",
     )
     op.create_index("ix_inbound_webhooks_job_id", "inbound_webhooks", ["job_id"], unique=False)

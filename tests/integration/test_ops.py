@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from tests.support import Receiver, doitong_body, query, running, settings_for
+from tests.support import Receiver, doitong_body, metric, query, running, settings_for
 
 
 async def test_healthz_and_readyz(receiver: Receiver) -> None:
@@ -26,26 +26,35 @@ async def test_readyz_is_503_while_the_schema_is_behind(empty_database_url: str,
 
 
 async def test_metrics_count_outcomes_latency_and_backlog(receiver: Receiver) -> None:
+    webhooks = "receiver_webhooks_total"
+    default = {"endpoint": "default"}
+    before = {
+        outcome: await metric(receiver, webhooks, outcome=outcome, **default)
+        for outcome in ("accepted", "duplicate", "unauthorized")
+    }
+    unknown_before = await metric(receiver, webhooks, endpoint="(unknown)", outcome="not_found")
+    latency_before = await metric(receiver, "receiver_webhook_duration_seconds_count")
+    created_before = await metric(receiver, "receiver_outbox_events_created_total", type="job.processing")
+
     await receiver.post(doitong_body("job-m1", "processing"))
     await receiver.post(doitong_body("job-m1", "processing"))
     await receiver.post(doitong_body("job-m2"), secret="wrong-secret-1")
     await receiver.post(b"{}", path="/webhooks/doitong/absent")
-    text = (await receiver.client.get(receiver.url + "/metrics")).text
-    assert 'receiver_webhooks_total{endpoint="default",outcome="accepted"} 1.0' in text
-    assert 'receiver_webhooks_total{endpoint="default",outcome="duplicate"} 1.0' in text
-    assert 'receiver_webhooks_total{endpoint="default",outcome="unauthorized"} 1.0' in text
+
+    for outcome in ("accepted", "duplicate", "unauthorized"):
+        assert await metric(receiver, webhooks, outcome=outcome, **default) == before[outcome] + 1, outcome
     # Unknown endpoint names never become label values.
-    assert 'receiver_webhooks_total{endpoint="(unknown)",outcome="not_found"} 1.0' in text
+    assert await metric(receiver, webhooks, endpoint="(unknown)", outcome="not_found") == unknown_before + 1
+    text = (await receiver.client.get(receiver.url + "/metrics")).text
     assert "absent" not in text
-    assert "receiver_webhook_duration_seconds_bucket" in text
-    assert "receiver_outbox_backlog 1.0" in text
-    assert 'receiver_outbox_events_created_total{type="job.processing"} 1.0' in text
+    assert await metric(receiver, "receiver_webhook_duration_seconds_count") == latency_before + 4
+    assert await metric(receiver, "receiver_outbox_events_created_total", type="job.processing") == created_before + 1
+    assert await metric(receiver, "receiver_outbox_backlog") == 1.0
+    assert await metric(receiver, "receiver_database_up") == 1.0
 
 
 async def test_views_answer_the_operator_questions(receiver: Receiver) -> None:
-    await receiver.post(
-        doitong_body("job-v1", "processing", createdAt="2024-03-01T10:00:00Z", completedAt=None)
-    )
+    await receiver.post(doitong_body("job-v1", "processing", createdAt="2024-03-01T10:00:00Z", completedAt=None))
     await receiver.post(
         doitong_body("job-v1", "completed", createdAt="2024-03-01T10:00:00Z", completedAt="2024-03-01T10:01:30Z")
     )
@@ -70,7 +79,9 @@ async def test_views_answer_the_operator_questions(receiver: Receiver) -> None:
     ]
 
     history = query(
-        url, "SELECT status, previous_status, applied, event_type FROM job_history WHERE job_id = 'job-v1' ORDER BY event_seq"
+        url,
+        "SELECT status, previous_status, applied, event_type FROM job_history"
+        " WHERE job_id = 'job-v1' ORDER BY event_seq",
     )
     assert history == [
         ("processing", None, True, "job.processing"),

@@ -27,7 +27,8 @@ def test_downgrade_to_base_and_upgrade_again(database_url: str) -> None:
     migrate.downgrade(database_url, "base")
     tables = scalar(
         database_url,
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' AND table_name <> 'alembic_version'",
+        "SELECT count(*) FROM information_schema.tables"
+        " WHERE table_schema = 'public' AND table_name <> 'alembic_version'",
     )
     assert tables == 0
     assert scalar(database_url, "SELECT count(*) FROM pg_proc WHERE proname LIKE 'receiver_%%'") == 0

@@ -9,7 +9,7 @@ import uuid
 import orjson
 
 from receiver import signatures
-from tests.support import SECRET, Receiver, doitong_body, query, scalar
+from tests.support import SECRET, Receiver, doitong_body, metric, query, scalar
 
 
 def _job() -> str:
@@ -50,9 +50,7 @@ async def test_replay_is_a_duplicate_that_only_counts(receiver: Receiver) -> Non
     assert again.json() == {"status": "duplicate", "job_id": job}
     url = receiver.settings.database_url
     assert url is not None
-    assert query(url, "SELECT replay_count, conflict_count FROM inbound_webhooks WHERE job_id = %s", (job,)) == [
-        (1, 0)
-    ]
+    assert query(url, "SELECT replay_count, conflict_count FROM inbound_webhooks WHERE job_id = %s", (job,)) == [(1, 0)]
     assert scalar(url, "SELECT count(*) FROM job_events WHERE job_id = %s", (job,)) == 1
     assert scalar(url, "SELECT count(*) FROM outbox_events WHERE job_id = %s", (job,)) == 1
 
@@ -60,6 +58,7 @@ async def test_replay_is_a_duplicate_that_only_counts(receiver: Receiver) -> Non
 async def test_reused_key_with_another_body_is_counted_not_applied(receiver: Receiver) -> None:
     job = _job()
     key = {"Idempotency-Key": "delivery-" + job}
+    conflicts = await metric(receiver, "receiver_webhook_replay_conflicts_total", endpoint="default")
     assert (await receiver.post(doitong_body(job, "processing"), headers=key)).status_code == 200
     other = await receiver.post(doitong_body(job, "completed"), headers=key)
     assert other.json() == {"status": "duplicate", "job_id": job}
@@ -67,8 +66,8 @@ async def test_reused_key_with_another_body_is_counted_not_applied(receiver: Rec
     assert url is not None
     assert scalar(url, "SELECT status FROM jobs WHERE id = %s", (job,)) == "processing"
     assert scalar(url, "SELECT conflict_count FROM inbound_webhooks WHERE job_id = %s", (job,)) == 1
-    metrics = (await receiver.client.get(receiver.url + "/metrics")).text
-    assert 'receiver_webhook_replay_conflicts_total{endpoint="default"} 1.0' in metrics
+    after = await metric(receiver, "receiver_webhook_replay_conflicts_total", endpoint="default")
+    assert after == conflicts + 1
 
 
 async def test_redelivery_under_a_new_key_emits_nothing_new(receiver: Receiver) -> None:
@@ -291,9 +290,7 @@ async def test_fifty_identical_deliveries_racing_make_one_event(receiver: Receiv
 async def test_fifty_racing_redeliveries_under_distinct_keys_make_one_event(receiver: Receiver) -> None:
     job = _job()
     body = doitong_body(job, "completed")
-    responses = await asyncio.gather(
-        *(receiver.post(body, headers={"webhook-id": f"msg_{i}"}) for i in range(50))
-    )
+    responses = await asyncio.gather(*(receiver.post(body, headers={"webhook-id": f"msg_{i}"}) for i in range(50)))
     assert all(r.status_code == 200 for r in responses)
     event_ids = [r.json()["event_id"] for r in responses]
     assert sum(1 for e in event_ids if e is not None) == 1

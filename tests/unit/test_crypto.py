@@ -59,5 +59,5 @@ def test_configured_key_wins_over_the_file(tmp_path: Path) -> None:
 
 def test_corrupt_key_file_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "master.key").write_text("nope\n")
-    with pytest.raises(ConfigError, match="master.key"):
+    with pytest.raises(ConfigError, match=r"master\.key"):
         crypto.master_key(Settings(home=tmp_path))

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -19,8 +19,8 @@ def test_documented_payload_parses() -> None:
     assert parsed.job_id == "abc123xyz"
     assert parsed.status == "completed"
     assert parsed.service == "hedra"
-    assert parsed.created_at == datetime(2024, 1, 1, tzinfo=timezone.utc)
-    assert parsed.completed_at == datetime(2024, 1, 1, 0, 1, tzinfo=timezone.utc)
+    assert parsed.created_at == datetime(2024, 1, 1, tzinfo=UTC)
+    assert parsed.completed_at == datetime(2024, 1, 1, 0, 1, tzinfo=UTC)
     assert parsed.duration is None and parsed.width is None
     assert parsed.metadata == {"duration": None, "width": None, "height": None}
 
@@ -65,7 +65,7 @@ def test_odd_field_types_become_none_not_errors() -> None:
 
 def test_naive_timestamps_are_taken_as_utc() -> None:
     parsed = payloads.parse(b'{"id":"x","status":"processing","createdAt":"2024-01-01T00:00:00"}')
-    assert parsed.created_at == datetime(2024, 1, 1, tzinfo=timezone.utc)
+    assert parsed.created_at == datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def test_idempotency_header_precedence() -> None:
