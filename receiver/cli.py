@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
 import tempfile
@@ -120,7 +122,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     asyncio.run(_preflight(settings))
     if settings.workers > 1:
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="receiver-metrics-")
+            # Workers share counters through files here; removed when the supervisor exits.
+            shared = tempfile.mkdtemp(prefix="receiver-metrics-")
+            atexit.register(shutil.rmtree, shared, ignore_errors=True)
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
         _serve("receiver.app:factory", settings, factory=True, workers=settings.workers)
         return 0
     from receiver.app import create_app
