@@ -13,18 +13,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from receiver import crypto, db, endpoints, inbound, migrate, models
+from receiver import crypto, db, endpoints, inbound, metrics, migrate, outbox
 from receiver.config import Settings
 from receiver.errors import DatabaseUnavailable, ReceiverError
 from receiver.logs import AccessLog
 from receiver.metrics import Exposition
+from receiver.publisher import Publisher
 from receiver.state import AppState, json_response
 
 log = logging.getLogger("receiver.app")
 
 
-def create_app(settings: Settings) -> Starlette:
-    """The receiver's ASGI app for `settings` (DATABASE_URL must be set)."""
+def create_app(settings: Settings, *, with_publisher: bool = False) -> Starlette:
+    """The receiver's ASGI app for `settings` (DATABASE_URL must be set).
+
+    `with_publisher` runs the outbox publisher in the same process (`receiver run`)."""
     database_url = settings.require_database_url()
 
     @contextlib.asynccontextmanager
@@ -44,9 +47,18 @@ def create_app(settings: Settings) -> Starlette:
         await pool.open(wait=False)
         await _refresh_endpoints(state)
         refresher = asyncio.create_task(_refresh_loop(state), name="endpoint-refresh")
+        stop_publisher = asyncio.Event()
+        publishing = (
+            asyncio.create_task(Publisher(settings, state.master_key).run(stop_publisher), name="publisher")
+            if with_publisher
+            else None
+        )
         try:
             yield
         finally:
+            stop_publisher.set()
+            if publishing is not None:
+                await publishing
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
@@ -91,32 +103,12 @@ async def readyz(request: Request) -> Response:
 
 async def metrics_endpoint(request: Request) -> Response:
     state: AppState = request.app.state.receiver
-    gauges = state.exposition.gauges
     try:
-        async with db.begin(state.engine) as conn:
-            row = (
-                await conn.execute(
-                    sa.select(
-                        sa.func.count(),
-                        sa.func.coalesce(
-                            sa.func.extract(
-                                "epoch",
-                                sa.func.now() - sa.func.min(models.outbox_events.c.created_at),
-                            ),
-                            0,
-                        ),
-                    ).where(models.outbox_events.c.dispatched_at.is_(None))
-                )
-            ).one()
-        gauges.set("receiver_outbox_backlog", "Outbox events not yet dispatched.", float(row[0]))
-        gauges.set(
-            "receiver_outbox_oldest_pending_seconds",
-            "Age of the oldest undispatched outbox event.",
-            float(row[1]),
-        )
-        gauges.set("receiver_database_up", "1 when the last scrape reached PostgreSQL.", 1.0)
+        async with db.translated(), state.pool.connection() as conn:
+            backlog = await outbox.backlog(conn)
     except DatabaseUnavailable:
-        gauges.set("receiver_database_up", "1 when the last scrape reached PostgreSQL.", 0.0)
+        backlog = None
+    metrics.set_backlog(state.exposition.gauges, backlog)
     body, content_type = state.exposition.render()
     return Response(body, 200, media_type=content_type)
 

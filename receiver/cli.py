@@ -12,23 +12,21 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 import uvicorn
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from receiver import __version__, crypto, db, durations, embedded, endpoints, logs, migrate
+from receiver import __version__, cli_outbox, crypto, db, durations, embedded, endpoints, logs, migrate
 from receiver.config import Settings
 from receiver.errors import ConfigError, DatabaseUnavailable, ReceiverError, SecretDecryptError
 
 log = logging.getLogger("receiver.cli")
 
 WEBHOOK_SECRET_FILE = "webhook_secret"
-T = TypeVar("T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
         if name == "serve":
             sub.add_argument("--workers", type=int, help="worker processes (RECEIVER_WORKERS, default 1)")
         sub.set_defaults(handler=handler)
+
+    cli_outbox.register(commands)
 
     eps = commands.add_parser("endpoints", help="manage webhook endpoints and their secrets")
     eps_commands = eps.add_subparsers(metavar="ACTION", required=True)
@@ -161,7 +161,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     )
     from receiver.app import create_app
 
-    _serve(create_app(settings), settings)
+    _serve(create_app(settings, with_publisher=True), settings)
     return 0
 
 
@@ -246,29 +246,15 @@ async def _preflight(settings: Settings) -> None:
         )
 
 
-def _admin(settings: Settings, action: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-    """Run `action` in one transaction against DATABASE_URL."""
-
-    async def go() -> T:
-        engine = db.create_engine(settings.require_database_url(), pool_size=1, timeout=settings.db_timeout)
-        try:
-            async with db.begin(engine) as conn:
-                return await action(conn)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(go())
-
-
 def cmd_endpoints_add(settings: Settings, args: argparse.Namespace) -> int:
     key = crypto.master_key(settings)
-    _admin(settings, lambda conn: endpoints.add(conn, key, args.name, args.secret))
+    db.run_admin(settings, lambda conn: endpoints.add(conn, key, args.name, args.secret))
     print(f"endpoint {args.name!r} added: POST /webhooks/doitong/{args.name}")
     return 0
 
 
 def cmd_endpoints_list(settings: Settings, args: argparse.Namespace) -> int:
-    rows = _admin(settings, endpoints.list_all)
+    rows = db.run_admin(settings, endpoints.list_all)
     print(f"{'NAME':<24} {'ACTIVE SECRETS':>14}  {'GRACE ENDS':<25} UPDATED")
     if settings.webhook_secrets:
         print(f"{'default (env)':<24} {len(settings.webhook_secrets):>14}  {'-':<25} DOITONG_WEBHOOK_SECRET")
@@ -281,7 +267,7 @@ def cmd_endpoints_list(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_endpoints_rotate(settings: Settings, args: argparse.Namespace) -> int:
     grace = durations.parse(args.grace, setting="--grace")
     key = crypto.master_key(settings)
-    ends = _admin(settings, lambda conn: endpoints.rotate(conn, key, args.name, args.secret, grace))
+    ends = db.run_admin(settings, lambda conn: endpoints.rotate(conn, key, args.name, args.secret, grace))
     print(
         f"endpoint {args.name!r} rotated; the previous secret stays valid until "
         f"{ends.astimezone(UTC).isoformat(timespec='seconds')} ({durations.format(grace)})"
@@ -290,6 +276,6 @@ def cmd_endpoints_rotate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_endpoints_remove(settings: Settings, args: argparse.Namespace) -> int:
-    _admin(settings, lambda conn: endpoints.remove(conn, args.name))
+    db.run_admin(settings, lambda conn: endpoints.remove(conn, args.name))
     print(f"endpoint {args.name!r} removed; its webhooks answer 404 within seconds, history stays")
     return 0

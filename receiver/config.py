@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,18 @@ from receiver import durations
 from receiver.errors import ConfigError
 
 LogFormat = Literal["text", "json"]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Link-local covers the cloud metadata services (169.254.169.254, fd00:ec2::254 sits in fc00::/7
+# on AWS only, so it is named explicitly).
+DEFAULT_DENY_NETWORKS: tuple[IPNetwork, ...] = (
+    ipaddress.ip_network("169.254.0.0/16"),
+    ipaddress.ip_network("fe80::/10"),
+    ipaddress.ip_network("fd00:ec2::254/128"),
+)
+DEFAULT_RETRY_SCHEDULE: tuple[timedelta, ...] = tuple(
+    durations.parse(part) for part in ["5s", "30s", "2m", "10m", "30m", "1h", "3h", "6h", "12h", "24h"]
+)
 
 
 @dataclass(frozen=True)
@@ -41,10 +54,27 @@ class Settings:
     db_timeout: timedelta = timedelta(seconds=5)
     retry_after: timedelta = timedelta(seconds=5)
     endpoint_refresh: timedelta = timedelta(seconds=2)
+    nats_url: str | None = None
+    amqp_url: str | None = None
+    deny_networks: tuple[IPNetwork, ...] = DEFAULT_DENY_NETWORKS
+    retry_schedule: tuple[timedelta, ...] = DEFAULT_RETRY_SCHEDULE
+    http_timeout: timedelta = timedelta(seconds=15)
+    lease_timeout: timedelta = timedelta(seconds=30)
+    poll_interval: timedelta = timedelta(seconds=1)
+    publish_concurrency: int = 64
+    subscriber_concurrency: int = 16
+    metrics_port: int = 9091
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
+        http_timeout = _duration(env, "RECEIVER_HTTP_TIMEOUT", "15s")
+        lease_timeout = _duration(env, "RECEIVER_LEASE_TIMEOUT", "30s")
+        if lease_timeout <= http_timeout:
+            raise ConfigError(
+                "RECEIVER_LEASE_TIMEOUT: must be longer than RECEIVER_HTTP_TIMEOUT "
+                f"({durations.format(http_timeout)}), or a slow send could be taken over and sent twice"
+            )
         return cls(
             database_url=_database_url(env.get("DATABASE_URL")),
             webhook_secrets=_secrets(env.get("DOITONG_WEBHOOK_SECRET")),
@@ -60,6 +90,16 @@ class Settings:
             db_timeout=_duration(env, "RECEIVER_DB_TIMEOUT", "5s"),
             retry_after=_duration(env, "RECEIVER_RETRY_AFTER", "5s"),
             endpoint_refresh=_duration(env, "RECEIVER_ENDPOINT_REFRESH", "2s"),
+            nats_url=_broker_url(env.get("RECEIVER_NATS_URL"), "RECEIVER_NATS_URL", ("nats", "tls")),
+            amqp_url=_broker_url(env.get("RECEIVER_AMQP_URL"), "RECEIVER_AMQP_URL", ("amqp", "amqps")),
+            deny_networks=_networks(env.get("RECEIVER_DENY_NETWORKS")),
+            retry_schedule=_schedule(env.get("RECEIVER_RETRY_SCHEDULE")),
+            http_timeout=http_timeout,
+            lease_timeout=lease_timeout,
+            poll_interval=_duration(env, "RECEIVER_POLL_INTERVAL", "1s"),
+            publish_concurrency=_int(env, "RECEIVER_PUBLISH_CONCURRENCY", 64, low=1, high=4096),
+            subscriber_concurrency=_int(env, "RECEIVER_SUBSCRIBER_CONCURRENCY", 16, low=1, high=4096),
+            metrics_port=_int(env, "RECEIVER_METRICS_PORT", 9091, low=0, high=65535),
         )
 
     def replace(self, **changes: object) -> Settings:
@@ -148,3 +188,39 @@ def _log_level(value: str | None) -> str:
     if text not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"RECEIVER_LOG_LEVEL: {value!r} is not a level; use debug, info, warning or error")
     return text
+
+
+def _broker_url(value: str | None, name: str, schemes: tuple[str, ...]) -> str | None:
+    if value is None or not value.strip():
+        return None
+    url = value.strip()
+    scheme = url.partition("://")[0]
+    if "://" not in url or scheme not in schemes:
+        accepted = " or ".join(s + "://" for s in schemes)
+        raise ConfigError(f"{name}: {scheme!r} is not a supported scheme; use {accepted}")
+    return url
+
+
+def _networks(value: str | None) -> tuple[IPNetwork, ...]:
+    if value is None:
+        return DEFAULT_DENY_NETWORKS
+    networks: list[IPNetwork] = []
+    for part in value.split(","):
+        if not part.strip():
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"RECEIVER_DENY_NETWORKS: {part.strip()!r} is not a CIDR; write e.g. 169.254.0.0/16,10.0.0.0/8"
+            ) from None
+    return tuple(networks)
+
+
+def _schedule(value: str | None) -> tuple[timedelta, ...]:
+    if value is None or not value.strip():
+        return DEFAULT_RETRY_SCHEDULE
+    schedule = tuple(durations.parse(part, setting="RECEIVER_RETRY_SCHEDULE") for part in value.split(","))
+    if any(wait.total_seconds() <= 0 for wait in schedule):
+        raise ConfigError("RECEIVER_RETRY_SCHEDULE: every wait must be longer than 0s")
+    return schedule

@@ -10,9 +10,11 @@ Two ways in, on purpose:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
+from typing import Any, TypeVar
 
 import psycopg
 import psycopg.errors
@@ -20,9 +22,11 @@ import sqlalchemy.exc
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from receiver.config import Settings
 from receiver.errors import DatabaseUnavailable
 
 APPLICATION_NAME = "doitong-receiver"
+T = TypeVar("T")
 
 
 def sqlalchemy_url(database_url: str) -> str:
@@ -93,3 +97,25 @@ async def begin(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A transaction on the engine, with driver errors translated."""
     async with translated(), engine.begin() as conn:
         yield conn
+
+
+def run_admin(settings: Settings, action: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """For commands: run `action` in one transaction against DATABASE_URL."""
+
+    async def go() -> T:
+        engine = create_engine(settings.require_database_url(), pool_size=1, timeout=settings.db_timeout)
+        try:
+            async with begin(engine) as conn:
+                return await action(conn)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(go())
+
+
+async def driver_connection(conn: AsyncConnection) -> psycopg.AsyncConnection[Any]:
+    """The psycopg connection under an SQLAlchemy one, for statements written in plain SQL
+    (they run inside the SQLAlchemy transaction)."""
+    raw = await conn.get_raw_connection()
+    driver: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
+    return driver

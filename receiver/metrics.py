@@ -19,7 +19,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from receiver import __version__
+from receiver import __version__, outbox
 
 # The *_created series double every counter's size for no operator value.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -52,6 +52,17 @@ EVENTS = Counter(
     "Outbox events created by accepted webhooks, by type.",
     ["type"],
 )
+DELIVERIES = Counter(
+    "receiver_delivery_attempts",
+    "Delivery attempts by sink kind (http, nats, amqp) and outcome (delivered, retry, dead, gone).",
+    ["kind", "outcome"],
+)
+DELIVERY_LATENCY = Histogram(
+    "receiver_delivery_latency_seconds",
+    "Time from the state change's commit to the subscriber's acknowledgement.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0, 86400.0),
+)
 LATENCY = Histogram(
     "receiver_webhook_duration_seconds",
     "Time from request start to answer, webhook endpoint only.",
@@ -74,6 +85,28 @@ class DatabaseGauges(Collector):
         info = GaugeMetricFamily("receiver_build_info", "Version of doitong-receiver.", labels=["version"])
         info.add_metric([__version__], 1.0)
         yield info
+
+
+def set_backlog(gauges: DatabaseGauges, backlog: outbox.Backlog | None) -> None:
+    """Gauges from `outbox.backlog()`; None when the database could not be read."""
+    gauges.set("receiver_database_up", "1 when the last scrape reached PostgreSQL.", 0.0 if backlog is None else 1.0)
+    if backlog is None:
+        return
+    gauges.set("receiver_outbox_backlog", "Outbox events not yet fanned out to subscribers.", backlog.undispatched)
+    gauges.set(
+        "receiver_outbox_oldest_pending_seconds",
+        "Age of the oldest outbox event not yet fanned out.",
+        backlog.undispatched_oldest_seconds,
+    )
+    gauges.set(
+        "receiver_deliveries_pending", "Deliveries not yet delivered (due or waiting to retry).", backlog.pending
+    )
+    gauges.set(
+        "receiver_deliveries_oldest_pending_seconds",
+        "Age of the event behind the oldest pending delivery.",
+        backlog.pending_oldest_seconds,
+    )
+    gauges.set("receiver_deliveries_dead", "Deliveries that gave up (replay them with receiver replay).", backlog.dead)
 
 
 class Exposition:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     Float,
@@ -23,7 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -209,4 +210,86 @@ outbox_events = Table(
         postgresql_where=text("dispatched_at IS NULL"),
     ),
     comment="Transactional outbox: one event per real job state change.",
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", Text, primary_key=True, comment="sub_… for HTTP subscribers; nats / amqp for the configured brokers"),
+    Column("kind", Text, nullable=False, comment="http, nats or amqp"),
+    Column("url", Text, nullable=False, comment="HTTP target, or the broker URL without its password"),
+    Column("secret_sealed", LargeBinary, comment="whsec_ signing secret, AES-256-GCM under RECEIVER_MASTER_KEY"),
+    Column(
+        "previous_secret_sealed",
+        LargeBinary,
+        comment="the secret before the last rotate-secret; requests carry both signatures until it expires",
+    ),
+    _ts("previous_secret_expires_at", "when requests stop carrying the previous secret's signature"),
+    Column("signing_key_sealed", LargeBinary, comment="Ed25519 private key for v1a signatures, sealed"),
+    Column("public_key", Text, comment="Ed25519 public key (whpk_…) consumers verify v1a with"),
+    Column("event_types", ARRAY(Text), comment="event types delivered; NULL = all"),
+    Column("services", ARRAY(Text), comment="job services delivered; NULL = all"),
+    Column(
+        "state",
+        Text,
+        nullable=False,
+        server_default=text("'enabled'"),
+        comment="enabled or disabled (disabled: deliveries wait until enable)",
+    ),
+    Column("disabled_reason", Text, comment="why it was disabled (operator, or HTTP 410 Gone)"),
+    _ts("created_at", "events created from this moment on are delivered", nullable=False, default_now=True),
+    _ts("updated_at", "last change", nullable=False, default_now=True),
+    CheckConstraint("kind IN ('http', 'nats', 'amqp')", name="kind"),
+    CheckConstraint("state IN ('enabled', 'disabled')", name="state"),
+    comment="Where outbox events go: HTTP subscribers and the configured brokers.",
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column(
+        "event_id",
+        UUID(as_uuid=True),
+        ForeignKey("outbox_events.id", ondelete="CASCADE"),
+        nullable=False,
+        comment="the outbox event being delivered",
+    ),
+    Column(
+        "subscription_id",
+        Text,
+        ForeignKey("subscriptions.id", ondelete="CASCADE"),
+        nullable=False,
+        comment="who it is delivered to",
+    ),
+    Column("job_id", Text, nullable=False, comment="the event's job (deliveries per subscriber and job go in order)"),
+    Column("event_seq", BigInteger, nullable=False, comment="outbox_events.seq, the order within a job"),
+    Column(
+        "state",
+        Text,
+        nullable=False,
+        server_default=text("'pending'"),
+        comment="pending, delivered or dead",
+    ),
+    Column("attempts", Integer, nullable=False, server_default=text("0"), comment="attempts started so far"),
+    _ts("next_attempt_at", "not before this time", nullable=False, default_now=True),
+    Column("claimed_by", Text, comment="publisher holding the claim"),
+    _ts("claimed_until", "the claim's lease; after it another publisher may take over"),
+    _ts("last_attempt_at", "when the last attempt started"),
+    Column("last_status", Integer, comment="HTTP status of the last attempt"),
+    Column("last_error", Text, comment="why the last attempt failed"),
+    _ts("created_at", "when the event was fanned out to this subscriber", nullable=False, default_now=True),
+    _ts("delivered_at", "when it was delivered"),
+    UniqueConstraint("event_id", "subscription_id"),
+    CheckConstraint("state IN ('pending', 'delivered', 'dead')", name="state"),
+    Index("ix_deliveries_due", "next_attempt_at", postgresql_where=text("state = 'pending'")),
+    Index(
+        "ix_deliveries_order",
+        "subscription_id",
+        "job_id",
+        "event_seq",
+        postgresql_where=text("state = 'pending'"),
+    ),
+    Index("ix_deliveries_state_subscription", "state", "subscription_id"),
+    comment="One row per event and subscriber: attempts, schedule and outcome.",
 )

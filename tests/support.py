@@ -6,22 +6,25 @@ import asyncio
 import base64
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
 import psycopg
 import uvicorn
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from receiver import crypto, signatures
+from receiver import crypto, db, signatures
 from receiver.app import create_app
 from receiver.config import Settings
+from receiver.publisher import Publisher
 
 SECRET = "test-webhook-secret-1"
+T = TypeVar("T")
 MASTER_KEY = base64.urlsafe_b64decode(crypto.generate_key() + "=")
 
 
@@ -121,3 +124,36 @@ async def metric(receiver: Receiver, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return 0.0
+
+
+async def admin(database_url: str, action: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """Run `action` in one transaction (what `receiver …` commands do), from async tests."""
+    engine = db.create_engine(database_url, pool_size=1)
+    try:
+        async with db.begin(engine) as conn:
+            return await action(conn)
+    finally:
+        await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def publishing(settings: Settings, *, concurrency: int = 16) -> AsyncIterator[Publisher]:
+    """A publisher running in this event loop until the block ends (then drained like on SIGTERM)."""
+    stop = asyncio.Event()
+    publisher = Publisher(settings, MASTER_KEY, concurrency=concurrency)
+    task = asyncio.create_task(publisher.run(stop))
+    try:
+        yield publisher
+    finally:
+        stop.set()
+        await task
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        if await check():
+            return True
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.05)

@@ -7,50 +7,32 @@ from datetime import timedelta
 
 import pytest
 
-from receiver import db, endpoints
+from receiver import endpoints
 from receiver.errors import AlreadyExists, ConfigError, NotFound
-from tests.support import MASTER_KEY, Receiver, doitong_body, metric, scalar
-
-
-async def _admin(database_url: str, action):  # type: ignore[no-untyped-def]
-    engine = db.create_engine(database_url, pool_size=1)
-    try:
-        async with db.begin(engine) as conn:
-            return await action(conn)
-    finally:
-        await engine.dispose()
-
-
-async def _eventually(check, seconds: float = 5.0):  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + seconds
-    while True:
-        result = await check()
-        if result or asyncio.get_running_loop().time() > deadline:
-            return result
-        await asyncio.sleep(0.1)
+from tests.support import MASTER_KEY, Receiver, admin, doitong_body, eventually, metric, scalar
 
 
 async def test_secrets_are_stored_encrypted(database_url: str) -> None:
-    await _admin(database_url, lambda c: endpoints.add(c, MASTER_KEY, "shop", "shop-secret-123"))
+    await admin(database_url, lambda c: endpoints.add(c, MASTER_KEY, "shop", "shop-secret-123"))
     sealed = bytes(scalar(database_url, "SELECT secret_sealed FROM endpoint_secrets WHERE endpoint = 'shop'"))
     assert b"shop-secret-123" not in sealed
-    loaded = await _admin(database_url, lambda c: endpoints.load_active(c, MASTER_KEY))
+    loaded = await admin(database_url, lambda c: endpoints.load_active(c, MASTER_KEY))
     assert [s.secret for s in loaded["shop"]] == ["shop-secret-123"]
 
 
 async def test_add_twice_remove_missing_and_bad_names(database_url: str) -> None:
-    await _admin(database_url, lambda c: endpoints.add(c, MASTER_KEY, "shop", "shop-secret-123"))
+    await admin(database_url, lambda c: endpoints.add(c, MASTER_KEY, "shop", "shop-secret-123"))
     with pytest.raises(AlreadyExists):
-        await _admin(database_url, lambda c: endpoints.add(c, MASTER_KEY, "shop", "other-secret-1"))
+        await admin(database_url, lambda c: endpoints.add(c, MASTER_KEY, "shop", "other-secret-1"))
     with pytest.raises(NotFound):
-        await _admin(database_url, lambda c: endpoints.remove(c, "nope"))
+        await admin(database_url, lambda c: endpoints.remove(c, "nope"))
     with pytest.raises(NotFound):
-        await _admin(database_url, lambda c: endpoints.rotate(c, MASTER_KEY, "nope", "x" * 10, timedelta(1)))
+        await admin(database_url, lambda c: endpoints.rotate(c, MASTER_KEY, "nope", "x" * 10, timedelta(1)))
     for bad in ("Shop", "a/b", "", "-x", "x" * 64):
         with pytest.raises(ConfigError):
-            await _admin(database_url, lambda c, bad=bad: endpoints.add(c, MASTER_KEY, bad, "secret-123"))
+            await admin(database_url, lambda c, bad=bad: endpoints.add(c, MASTER_KEY, bad, "secret-123"))
     with pytest.raises(ConfigError):
-        await _admin(database_url, lambda c: endpoints.add(c, MASTER_KEY, "short", "abc"))
+        await admin(database_url, lambda c: endpoints.add(c, MASTER_KEY, "short", "abc"))
 
 
 async def test_endpoint_changes_reach_a_running_server_without_restart(receiver: Receiver) -> None:
@@ -60,18 +42,18 @@ async def test_endpoint_changes_reach_a_running_server_without_restart(receiver:
     body = doitong_body("job-live-1")
     assert (await receiver.post(body, path=path, secret="shop-secret-123")).status_code == 404
 
-    await _admin(url, lambda c: endpoints.add(c, MASTER_KEY, "shop", "shop-secret-123"))
+    await admin(url, lambda c: endpoints.add(c, MASTER_KEY, "shop", "shop-secret-123"))
 
     async def accepted() -> bool:
         return (await receiver.post(body, path=path, secret="shop-secret-123")).status_code == 200
 
-    assert await _eventually(accepted)
-    await _admin(url, lambda c: endpoints.remove(c, "shop"))
+    assert await eventually(accepted)
+    await admin(url, lambda c: endpoints.remove(c, "shop"))
 
     async def gone() -> bool:
         return (await receiver.post(body, path=path, secret="shop-secret-123")).status_code == 404
 
-    assert await _eventually(gone)
+    assert await eventually(gone)
     # History outlives the endpoint.
     assert scalar(url, "SELECT count(*) FROM inbound_webhooks WHERE endpoint = 'shop'") == 1
 
@@ -81,14 +63,14 @@ async def test_rotation_accepts_both_secrets_during_grace_then_only_the_new(rece
     assert url is not None
     path = "/webhooks/doitong/shop"
     old_matches = await metric(receiver, "receiver_webhook_signature_matches_total", endpoint="shop", secret="1")
-    await _admin(url, lambda c: endpoints.add(c, MASTER_KEY, "shop", "old-secret-123"))
-    await _admin(url, lambda c: endpoints.rotate(c, MASTER_KEY, "shop", "new-secret-456", timedelta(seconds=3)))
+    await admin(url, lambda c: endpoints.add(c, MASTER_KEY, "shop", "old-secret-123"))
+    await admin(url, lambda c: endpoints.rotate(c, MASTER_KEY, "shop", "new-secret-456", timedelta(seconds=3)))
 
     async def new_works() -> bool:
         response = await receiver.post(doitong_body("job-rot-new"), path=path, secret="new-secret-456")
         return response.status_code == 200
 
-    assert await _eventually(new_works)
+    assert await eventually(new_works)
     old = await receiver.post(doitong_body("job-rot-old"), path=path, secret="old-secret-123")
     assert old.status_code == 200
     await asyncio.sleep(3.2)
@@ -101,10 +83,10 @@ async def test_rotation_accepts_both_secrets_during_grace_then_only_the_new(rece
 
 
 async def test_rotation_twice_keeps_at_most_the_grace_of_the_first(database_url: str) -> None:
-    await _admin(database_url, lambda c: endpoints.add(c, MASTER_KEY, "shop", "secret-one-1"))
-    await _admin(database_url, lambda c: endpoints.rotate(c, MASTER_KEY, "shop", "secret-two-2", timedelta(hours=1)))
-    await _admin(database_url, lambda c: endpoints.rotate(c, MASTER_KEY, "shop", "secret-three-3", timedelta(days=7)))
-    loaded = await _admin(database_url, lambda c: endpoints.load_active(c, MASTER_KEY))
+    await admin(database_url, lambda c: endpoints.add(c, MASTER_KEY, "shop", "secret-one-1"))
+    await admin(database_url, lambda c: endpoints.rotate(c, MASTER_KEY, "shop", "secret-two-2", timedelta(hours=1)))
+    await admin(database_url, lambda c: endpoints.rotate(c, MASTER_KEY, "shop", "secret-three-3", timedelta(days=7)))
+    loaded = await admin(database_url, lambda c: endpoints.load_active(c, MASTER_KEY))
     secrets = {s.secret: s.expires_at for s in loaded["shop"]}
     assert list(secrets) == ["secret-three-3", "secret-two-2", "secret-one-1"]
     assert secrets["secret-three-3"] is None

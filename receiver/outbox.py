@@ -1,0 +1,266 @@
+"""The outbox's life after ingest, in SQL: fan out, claim, complete, replay, prune.
+
+PostgreSQL coordinates every publisher process:
+- fan-out claims undispatched events with SKIP LOCKED and writes one delivery
+  per matching subscription in the same statement;
+- claiming takes due deliveries with SKIP LOCKED under a lease, and only the
+  head of each (subscription, job) line, so events of one job never overtake
+  each other, even across processes;
+- completions are written back in batches, and only by the claim's holder.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from psycopg import AsyncConnection
+
+DeliveryState = Literal["pending", "delivered", "dead"]
+
+_MATCHES = """
+    (s.event_types IS NULL OR o.type = ANY(s.event_types))
+    AND (s.services IS NULL OR (o.payload -> 'data' ->> 'service') = ANY(s.services))
+"""
+
+FAN_OUT = f"""
+WITH batch AS (
+    SELECT id FROM outbox_events
+    WHERE dispatched_at IS NULL
+    ORDER BY seq
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), fanned AS (
+    INSERT INTO deliveries (event_id, subscription_id, job_id, event_seq)
+    SELECT o.id, s.id, o.job_id, o.seq
+    FROM batch b
+    JOIN outbox_events o ON o.id = b.id
+    JOIN subscriptions s ON s.created_at <= o.created_at AND {_MATCHES}
+    ON CONFLICT (event_id, subscription_id) DO NOTHING
+    RETURNING 1
+)
+UPDATE outbox_events o SET dispatched_at = now()
+FROM batch WHERE o.id = batch.id
+RETURNING (SELECT count(*) FROM fanned)
+"""
+
+CLAIM = """
+WITH due AS (
+    SELECT d.id
+    FROM deliveries d
+    JOIN subscriptions s ON s.id = d.subscription_id
+    WHERE d.state = 'pending'
+      AND d.next_attempt_at <= now()
+      AND (d.claimed_until IS NULL OR d.claimed_until < now())
+      AND s.state = 'enabled'
+      AND (s.kind = 'http' OR s.id = ANY(%(brokers)s))
+      AND NOT (d.subscription_id = ANY(%(saturated)s))
+      AND NOT EXISTS (
+          SELECT 1 FROM deliveries p
+          WHERE p.subscription_id = d.subscription_id AND p.job_id = d.job_id
+            AND p.state = 'pending' AND p.event_seq < d.event_seq)
+    ORDER BY d.next_attempt_at, d.event_seq
+    LIMIT %(limit)s
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE deliveries d SET
+    claimed_by = %(me)s,
+    claimed_until = now() + %(lease)s,
+    attempts = d.attempts + 1,
+    last_attempt_at = now()
+FROM due, outbox_events o
+WHERE d.id = due.id AND o.id = d.event_id
+RETURNING d.id, d.subscription_id, d.attempts, o.id, o.type, o.job_id, o.payload::text, o.created_at
+"""
+
+COMPLETE = """
+UPDATE deliveries d SET
+    state = v.state,
+    last_status = v.status,
+    last_error = v.error,
+    next_attempt_at = coalesce(v.next_attempt_at, d.next_attempt_at),
+    delivered_at = CASE WHEN v.state = 'delivered' THEN now() ELSE d.delivered_at END,
+    claimed_by = NULL,
+    claimed_until = NULL
+FROM unnest(%(ids)s::bigint[], %(states)s::text[], %(statuses)s::integer[], %(errors)s::text[],
+            %(nexts)s::timestamptz[]) AS v(id, state, status, error, next_attempt_at)
+WHERE d.id = v.id AND d.claimed_by = %(me)s
+"""
+
+DISABLE_GONE = """
+UPDATE subscriptions SET state = 'disabled', disabled_reason = %(reason)s, updated_at = now()
+WHERE id = %(id)s AND state = 'enabled'
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    delivery_id: int
+    subscription_id: str
+    attempt: int
+    event_id: uuid.UUID
+    event_type: str
+    job_id: str
+    body: bytes
+    event_created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    delivery_id: int
+    state: DeliveryState
+    status: int | None
+    error: str | None
+    next_attempt_at: datetime | None
+
+
+async def fan_out(conn: AsyncConnection[Any], limit: int = 1000) -> int:
+    """Fan out up to `limit` undispatched events; returns how many events were dispatched."""
+    cursor = await conn.execute(FAN_OUT, {"limit": limit})
+    return cursor.rowcount
+
+
+async def claim(
+    conn: AsyncConnection[Any],
+    *,
+    me: str,
+    limit: int,
+    lease: timedelta,
+    brokers: Sequence[str],
+    saturated: Sequence[str],
+) -> list[Claimed]:
+    cursor = await conn.execute(
+        CLAIM,
+        {"me": me, "limit": limit, "lease": lease, "brokers": list(brokers), "saturated": list(saturated)},
+    )
+    return [
+        Claimed(
+            delivery_id=row[0],
+            subscription_id=row[1],
+            attempt=row[2],
+            event_id=row[3],
+            event_type=row[4],
+            job_id=row[5],
+            body=row[6].encode(),
+            event_created_at=row[7],
+        )
+        for row in await cursor.fetchall()
+    ]
+
+
+async def complete(conn: AsyncConnection[Any], me: str, completions: Sequence[Completion]) -> None:
+    await conn.execute(
+        COMPLETE,
+        {
+            "me": me,
+            "ids": [c.delivery_id for c in completions],
+            "states": [c.state for c in completions],
+            "statuses": [c.status for c in completions],
+            "errors": [c.error for c in completions],
+            "nexts": [c.next_attempt_at for c in completions],
+        },
+    )
+
+
+async def disable_gone(conn: AsyncConnection[Any], subscription_id: str, reason: str) -> None:
+    await conn.execute(DISABLE_GONE, {"id": subscription_id, "reason": reason})
+
+
+REPLAY = f"""
+WITH chosen AS (
+    SELECT o.id, o.job_id, o.seq, s.id AS subscription_id
+    FROM outbox_events o
+    JOIN subscriptions s ON {_MATCHES}
+    WHERE (%(event_id)s::uuid IS NULL OR o.id = %(event_id)s::uuid)
+      AND (%(job_id)s::text IS NULL OR o.job_id = %(job_id)s::text)
+      AND (%(since)s::timestamptz IS NULL OR o.created_at >= %(since)s::timestamptz)
+      AND (%(subscription_id)s::text IS NULL OR s.id = %(subscription_id)s::text)
+      AND (%(dead)s::boolean IS FALSE OR EXISTS (
+          SELECT 1 FROM deliveries x WHERE x.event_id = o.id AND x.subscription_id = s.id AND x.state = 'dead'))
+)
+INSERT INTO deliveries (event_id, subscription_id, job_id, event_seq)
+SELECT id, subscription_id, job_id, seq FROM chosen
+ON CONFLICT (event_id, subscription_id) DO UPDATE SET
+    state = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL, last_status = NULL,
+    claimed_by = NULL, claimed_until = NULL, delivered_at = NULL
+WHERE deliveries.state <> 'pending'
+RETURNING 1
+"""
+
+
+async def replay(
+    conn: AsyncConnection[Any],
+    *,
+    dead: bool = False,
+    event_id: uuid.UUID | None = None,
+    job_id: str | None = None,
+    since: datetime | None = None,
+    subscription_id: str | None = None,
+) -> int:
+    """Send chosen events again (to subscribers whose filters match); returns deliveries queued.
+
+    Deliveries still pending are left as they are: they will go out anyway."""
+    cursor = await conn.execute(
+        REPLAY,
+        {
+            "dead": dead,
+            "event_id": event_id,
+            "job_id": job_id,
+            "since": since,
+            "subscription_id": subscription_id,
+        },
+    )
+    return cursor.rowcount
+
+
+PRUNE = (
+    "DELETE FROM deliveries WHERE state = 'delivered' AND delivered_at < %(cutoff)s",
+    """
+    DELETE FROM outbox_events o
+    WHERE o.dispatched_at IS NOT NULL AND o.created_at < %(cutoff)s
+      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = o.id)
+    """,
+    "UPDATE inbound_webhooks SET body = NULL WHERE received_at < %(cutoff)s AND body IS NOT NULL",
+)
+
+
+async def prune(conn: AsyncConnection[Any], cutoff: datetime) -> tuple[int, int, int]:
+    """Delete delivered rows and fully delivered events, and drop old raw bodies, older than
+    `cutoff`. Jobs, job history and pending or dead deliveries stay."""
+    counts: list[int] = []
+    for statement in PRUNE:
+        cursor = await conn.execute(statement, {"cutoff": cutoff})
+        counts.append(cursor.rowcount)
+    return counts[0], counts[1], counts[2]
+
+
+BACKLOG = """
+SELECT
+    (SELECT count(*) FROM outbox_events WHERE dispatched_at IS NULL),
+    (SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)
+     FROM outbox_events WHERE dispatched_at IS NULL),
+    (SELECT count(*) FROM deliveries WHERE state = 'pending'),
+    (SELECT coalesce(extract(epoch FROM now() - min(o.created_at)), 0)
+     FROM deliveries d JOIN outbox_events o ON o.id = d.event_id WHERE d.state = 'pending'),
+    (SELECT count(*) FROM deliveries WHERE state = 'dead')
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    undispatched: int
+    undispatched_oldest_seconds: float
+    pending: int
+    pending_oldest_seconds: float
+    dead: int
+
+
+async def backlog(conn: AsyncConnection[Any]) -> Backlog:
+    """What is waiting: events not fanned out yet, deliveries not delivered yet, dead ones."""
+    cursor = await conn.execute(BACKLOG)
+    row = await cursor.fetchone()
+    assert row is not None
+    return Backlog(int(row[0]), float(row[1]), int(row[2]), float(row[3]), int(row[4]))

@@ -1,0 +1,40 @@
+"""The contract between the publisher and a sink."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    event_id: str
+    event_type: str
+    job_id: str
+    body: bytes  # the envelope {"id","type","timestamp","data"} as JSON, identical on every attempt
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What one attempt came to.
+
+    ok:           delivered (HTTP 2xx, JetStream ack, RabbitMQ confirm).
+    status:       HTTP status when there was one.
+    error:        short reason for a failure, fit for `deliveries.last_error` and logs.
+    retry_after:  seconds the receiver asked us to wait (429/503 Retry-After).
+    gone:         the subscriber said it never wants more (HTTP 410): dead + disable.
+    """
+
+    ok: bool
+    status: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+    gone: bool = False
+
+
+class Sink(Protocol):
+    async def send(self, message: Message) -> Result:
+        """Deliver once. Never raises for delivery failures: they are Results."""
+        ...
+
+    async def close(self) -> None: ...

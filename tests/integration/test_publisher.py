@@ -1,0 +1,277 @@
+"""The outbox publisher against real PostgreSQL and a real HTTP subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+import standardwebhooks
+
+from receiver import outbox, subscriptions
+from receiver.config import Settings
+from tests.subscriber import Subscriber
+from tests.support import (
+    MASTER_KEY,
+    Receiver,
+    admin,
+    doitong_body,
+    eventually,
+    publishing,
+    query,
+    running,
+    scalar,
+    settings_for,
+)
+
+FAST = (timedelta(milliseconds=200), timedelta(milliseconds=200))
+
+
+@pytest.fixture
+async def subscriber() -> AsyncIterator[Subscriber]:
+    server = await Subscriber().start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return settings_for(
+        database_url,
+        tmp_path,
+        retry_schedule=FAST,
+        poll_interval=timedelta(milliseconds=100),
+        http_timeout=timedelta(seconds=5),
+        lease_timeout=timedelta(seconds=10),
+        deny_networks=(),
+    )
+
+
+@pytest.fixture
+async def receiver(settings: Settings) -> AsyncIterator[Receiver]:
+    async with running(settings) as server:
+        yield server
+
+
+async def _subscribe(settings: Settings, url: str, **options: object) -> subscriptions.Added:
+    assert settings.database_url is not None
+    return await admin(settings.database_url, lambda c: subscriptions.add(c, MASTER_KEY, url, **options))  # type: ignore[arg-type]
+
+
+def _job() -> str:
+    return "job_" + uuid.uuid4().hex[:10]
+
+
+async def test_delivery_is_verified_by_the_standardwebhooks_library(
+    settings: Settings, receiver: Receiver, subscriber: Subscriber
+) -> None:
+    added = await _subscribe(settings, subscriber.url(), ed25519=True)
+    assert added.public_key is not None and added.public_key.startswith("whpk_")
+    job = _job()
+    accepted = (await receiver.post(doitong_body(job, "completed"))).json()
+    async with publishing(settings):
+        got = await subscriber.wait_for(1)
+    assert len(got) == 1
+    request = got[0]
+    payload = standardwebhooks.Webhook(added.secret).verify(request.body, request.headers)
+    assert payload["id"] == accepted["event_id"] == request.headers["webhook-id"]
+    assert payload["type"] == "job.completed"
+    assert payload["data"]["id"] == job and payload["data"]["status"] == "completed"
+    signatures = request.headers["webhook-signature"].split(" ")
+    assert [s.split(",")[0] for s in signatures] == ["v1", "v1a"]
+    # A tampered body does not verify.
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(added.secret).verify(request.body.replace(b"completed", b"failed"), request.headers)
+    assert settings.database_url is not None
+    assert scalar(settings.database_url, "SELECT state FROM deliveries") == "delivered"
+
+
+async def test_ed25519_signature_verifies_with_the_printed_public_key(
+    settings: Settings, receiver: Receiver, subscriber: Subscriber
+) -> None:
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    added = await _subscribe(settings, subscriber.url(), ed25519=True)
+    await receiver.post(doitong_body(_job(), "completed"))
+    async with publishing(settings):
+        request = (await subscriber.wait_for(1))[0]
+    assert added.public_key is not None
+    public = Ed25519PublicKey.from_public_bytes(base64.b64decode(added.public_key.removeprefix("whpk_")))
+    v1a = next(s for s in request.headers["webhook-signature"].split(" ") if s.startswith("v1a,"))
+    content = f"{request.headers['webhook-id']}.{request.headers['webhook-timestamp']}.".encode() + request.body
+    public.verify(base64.b64decode(v1a.removeprefix("v1a,")), content)  # raises when wrong
+
+
+async def test_filters_by_event_type_and_service(
+    settings: Settings, receiver: Receiver, subscriber: Subscriber
+) -> None:
+    await _subscribe(settings, subscriber.url("/done"), event_types=["job.completed"])
+    await _subscribe(settings, subscriber.url("/other"), services=["other-service"])
+    await _subscribe(settings, subscriber.url("/all"))
+    job = _job()
+    await receiver.post(doitong_body(job, "processing"))
+    await receiver.post(doitong_body(job, "completed"))
+    await receiver.post(doitong_body(_job(), "failed", service="other-service"))
+    async with publishing(settings):
+        await subscriber.wait_for(3, "/all")
+        await asyncio.sleep(0.3)
+    types = {path: [orjson.loads(b)["type"] for b in subscriber.bodies(path)] for path in ("/done", "/other", "/all")}
+    assert types["/done"] == ["job.completed"]
+    assert types["/other"] == ["job.failed"]
+    assert sorted(types["/all"]) == ["job.completed", "job.failed", "job.processing"]
+
+
+async def test_failing_subscriber_gets_it_on_the_third_attempt_while_a_healthy_one_is_not_delayed(
+    settings: Settings, receiver: Receiver, subscriber: Subscriber
+) -> None:
+    subscriber.script["/flaky"] = [500, 500, 200]
+    await _subscribe(settings, subscriber.url("/flaky"))
+    await _subscribe(settings, subscriber.url("/healthy"))
+    await receiver.post(doitong_body(_job(), "completed"))
+    async with publishing(settings):
+        healthy = await subscriber.wait_for(1, "/healthy")
+        flaky = await subscriber.wait_for(3, "/flaky")
+        await asyncio.sleep(0.5)
+    assert len(healthy) == 1
+    assert len(subscriber.bodies("/flaky")) == 3  # exactly: the third attempt succeeded
+    assert healthy[0].at <= flaky[0].at + 0.1  # the healthy one did not wait for the retries
+    assert flaky[2].at - flaky[0].at >= 0.3  # two waits of ~200 ms each (±20 % jitter)
+    assert len({r.headers["webhook-id"] for r in flaky}) == 1  # the same event id every time
+    assert settings.database_url is not None
+    rows = query(settings.database_url, "SELECT attempts, state FROM deliveries ORDER BY attempts")
+    assert rows == [(1, "delivered"), (3, "delivered")]
+
+
+async def test_gone_disables_the_subscription_until_enabled(
+    settings: Settings, receiver: Receiver, subscriber: Subscriber
+) -> None:
+    subscriber.script["/gone"] = [410]
+    added = await _subscribe(settings, subscriber.url("/gone"))
+    first, second = _job(), _job()
+    await receiver.post(doitong_body(first, "completed"))
+    assert settings.database_url is not None
+    url = settings.database_url
+    async with publishing(settings):
+        await subscriber.wait_for(1, "/gone")
+        await receiver.post(doitong_body(second, "completed"))
+        assert await eventually(
+            lambda: _value(url, "SELECT state FROM subscriptions WHERE id = %s", added.id, "disabled")
+        )
+        await asyncio.sleep(0.5)
+        assert len(subscriber.received) == 1  # the second event waits
+        listed = await admin(url, subscriptions.list_all)
+        assert "410" in (listed[0].disabled_reason or "")
+        await admin(url, lambda c: subscriptions.set_enabled(c, added.id, True))
+        got = await subscriber.wait_for(2, "/gone")
+    assert orjson.loads(got[1].body)["data"]["id"] == second
+    states = query(url, "SELECT d.state FROM deliveries d ORDER BY d.id")
+    assert states == [("dead",), ("delivered",)]
+
+
+async def _value(url: str, statement: str, param: object, expected: object) -> bool:
+    return scalar(url, statement, (param,)) == expected
+
+
+async def test_dead_after_the_schedule_then_replayed(
+    settings: Settings, receiver: Receiver, subscriber: Subscriber
+) -> None:
+    subscriber.default = 500
+    await _subscribe(settings, subscriber.url())
+    await receiver.post(doitong_body(_job(), "completed"))
+    assert settings.database_url is not None
+    url = settings.database_url
+    async with publishing(settings):
+        assert await eventually(lambda: _value(url, "SELECT count(*) FROM deliveries WHERE state = %s", "dead", 1))
+        assert len(subscriber.received) == len(FAST) + 1  # N waits: N + 1 attempts
+        subscriber.default = 200
+
+        async def replay_dead(conn):  # type: ignore[no-untyped-def]
+            from receiver import db
+
+            return await outbox.replay(await db.driver_connection(conn), dead=True)
+
+        assert await admin(url, replay_dead) == 1
+        await subscriber.wait_for(len(FAST) + 2)
+    assert scalar(url, "SELECT state FROM deliveries") == "delivered"
+    assert len({r.headers["webhook-id"] for r in subscriber.received}) == 1
+
+
+async def test_a_subscription_gets_events_after_it_was_added_and_replay_since_reaches_older(
+    settings: Settings, receiver: Receiver, subscriber: Subscriber
+) -> None:
+    old_job = _job()
+    await receiver.post(doitong_body(old_job, "completed"))
+    await asyncio.sleep(0.05)
+    added = await _subscribe(settings, subscriber.url())
+    new_job = _job()
+    await receiver.post(doitong_body(new_job, "completed"))
+    assert settings.database_url is not None
+    url = settings.database_url
+    async with publishing(settings):
+        await subscriber.wait_for(1)
+        await asyncio.sleep(0.3)
+        assert [orjson.loads(b)["data"]["id"] for b in subscriber.bodies()] == [new_job]
+
+        async def replay_since(conn):  # type: ignore[no-untyped-def]
+            from datetime import datetime
+
+            from receiver import db
+
+            since = datetime.now(UTC) - timedelta(hours=1)
+            return await outbox.replay(await db.driver_connection(conn), since=since, subscription_id=added.id)
+
+        assert await admin(url, replay_since) == 2
+        await subscriber.wait_for(3)
+    ids = sorted(orjson.loads(b)["data"]["id"] for b in subscriber.bodies())
+    assert ids == sorted([new_job, new_job, old_job])
+
+
+async def test_redirects_are_failures_and_retry_after_is_honoured(
+    settings: Settings, receiver: Receiver, subscriber: Subscriber
+) -> None:
+    subscriber.script["/moved"] = [(302, {"Location": "/elsewhere"})]
+    subscriber.script["/busy"] = [(429, {"Retry-After": "7"})]
+    await _subscribe(settings, subscriber.url("/moved"))
+    await _subscribe(settings, subscriber.url("/busy"))
+    await receiver.post(doitong_body(_job(), "completed"))
+    assert settings.database_url is not None
+    url = settings.database_url
+    async with publishing(settings.replace(retry_schedule=(timedelta(minutes=5),))):
+        await subscriber.wait_for(1, "/moved")
+        await subscriber.wait_for(1, "/busy")
+        await asyncio.sleep(0.5)
+    assert subscriber.bodies("/elsewhere") == []
+    rows = query(
+        url,
+        "SELECT s.url, d.last_status, d.last_error, extract(epoch FROM d.next_attempt_at - d.last_attempt_at)"
+        " FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id ORDER BY s.url",
+    )
+    busy, moved = rows
+    assert busy[1] == 429 and 6.5 <= float(busy[3]) <= 7.5
+    assert moved[1] == 302 and "redirect" in moved[2]
+
+
+async def test_denied_networks_are_refused_at_delivery_time(
+    settings: Settings, receiver: Receiver, subscriber: Subscriber
+) -> None:
+    import ipaddress
+
+    await _subscribe(settings, subscriber.url())
+    await _subscribe(settings, f"http://localhost:{subscriber.port}/by-name")
+    await receiver.post(doitong_body(_job(), "completed"))
+    denying = settings.replace(deny_networks=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")))
+    assert settings.database_url is not None
+    url = settings.database_url
+    async with publishing(denying):
+        assert await eventually(
+            lambda: _value(url, "SELECT count(*) FROM deliveries WHERE last_error IS NOT NULL AND %s", True, 2)
+        )
+    assert subscriber.received == []
+    errors = [row[0] for row in query(url, "SELECT last_error FROM deliveries")]
+    assert all("denied" in e.lower() or "deny" in e.lower() for e in errors), errors
