@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    status: int = 0  # what we answered
 
 
 @dataclass
@@ -25,6 +27,8 @@ class Subscriber:
     script: dict[str, list[int | tuple[int, dict[str, str]]]] = field(default_factory=dict)
     default: int = 200
     delay: float = 0.0
+    jitter: float = 0.0  # extra random delay, up to this many seconds
+    fail_rate: float = 0.0  # answer 500 at random this often
     received: list[Received] = field(default_factory=list)
     on_request: Callable[[Received], None] | None = None
     port: int = 0
@@ -38,11 +42,14 @@ class Subscriber:
         self.received.append(item)
         if self.on_request is not None:
             self.on_request(item)
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        if self.delay or self.jitter:
+            await asyncio.sleep(self.delay + random.uniform(0, self.jitter))
         queue = self.script.get(request.path)
         answer: int | tuple[int, dict[str, str]] = queue.pop(0) if queue else self.default
         status, headers = answer if isinstance(answer, tuple) else (answer, {})
+        if self.fail_rate and random.random() < self.fail_rate:
+            status = 500
+        item.status = status
         return web.Response(status=status, headers=headers, text="ok")
 
     async def start(self) -> Subscriber:
@@ -60,6 +67,10 @@ class Subscriber:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+    def accepted(self) -> list[Received]:
+        """Requests we answered 2xx, in the order they arrived."""
+        return [r for r in self.received if 200 <= r.status < 300]
 
     def bodies(self, path: str | None = None) -> list[bytes]:
         return [r.body for r in self.received if path is None or r.path == path]

@@ -157,3 +157,8 @@ async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 10.0
         if asyncio.get_running_loop().time() > deadline:
             return False
         await asyncio.sleep(0.05)
+
+
+def execute(database_url: str, statement: str, params: tuple[Any, ...] = ()) -> None:
+    with psycopg.connect(database_url) as conn:
+        conn.execute(statement, params)  # type: ignore[arg-type]

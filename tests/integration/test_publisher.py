@@ -275,3 +275,42 @@ async def test_denied_networks_are_refused_at_delivery_time(
     assert subscriber.received == []
     errors = [row[0] for row in query(url, "SELECT last_error FROM deliveries")]
     assert all("denied" in e.lower() or "deny" in e.lower() for e in errors), errors
+
+
+async def test_receiver_run_mode_publishes_from_the_same_process(
+    settings: Settings, subscriber: Subscriber, tmp_path: Path
+) -> None:
+    from receiver.app import create_app
+
+    await _subscribe(settings, subscriber.url())
+    import socket
+
+    import httpx
+    import uvicorn
+
+    from receiver import signatures
+    from tests.support import SECRET
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, with_publisher=True), log_config=None, lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        assert await eventually(lambda: _started(server))
+        body = doitong_body(_job(), "completed")
+        async with httpx.AsyncClient() as client:
+            answer = await client.post(
+                f"http://127.0.0.1:{sock.getsockname()[1]}/webhooks/doitong",
+                content=body,
+                headers={signatures.HEADER: signatures.sign(SECRET, body)},
+            )
+        got = await subscriber.wait_for(1)
+        assert got and got[0].headers["webhook-id"] == answer.json()["event_id"]
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+async def _started(server: object) -> bool:
+    return bool(getattr(server, "started", False))
