@@ -314,3 +314,28 @@ async def test_receiver_run_mode_publishes_from_the_same_process(
 
 async def _started(server: object) -> bool:
     return bool(getattr(server, "started", False))
+
+
+async def test_a_slow_subscriber_does_not_delay_the_others(settings: Settings, receiver: Receiver) -> None:
+    slow = await Subscriber(delay=2.0).start()
+    fast = await Subscriber().start()
+    try:
+        await _subscribe(settings, slow.url())
+        await _subscribe(settings, fast.url())
+        jobs = [_job() for _ in range(30)]
+        for job in jobs:
+            await receiver.post(doitong_body(job, "completed"))
+        limited = settings.replace(subscriber_concurrency=4)
+        async with publishing(limited, concurrency=8) as publisher:
+            started = asyncio.get_running_loop().time()
+            got = await fast.wait_for(30, timeout=10)
+            elapsed = asyncio.get_running_loop().time() - started
+            assert len(got) == 30
+            # 30 deliveries behind a subscriber that takes 2 s each, with 8 slots: had the slow
+            # one been allowed every slot, the fast one would wait ~8 s.
+            assert elapsed < 1.5, elapsed
+            assert len(slow.received) <= 4 + 4  # never more than its share at once (two rounds at most)
+            assert publisher.concurrency == 8
+    finally:
+        await slow.stop()
+        await fast.stop()
