@@ -8,6 +8,7 @@ never logged.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -48,8 +49,17 @@ class TextFormatter(logging.Formatter):
         text = super().format(record)
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            text += "".join(f" {k}={v}" for k, v in fields.items() if v is not None)
+            text += "".join(f" {k}={_plain(v)}" for k, v in fields.items() if v is not None)
         return text
+
+
+_PLAIN = re.compile(r"[\w.:/@+-]*")
+
+
+def _plain(value: object) -> str:
+    """Values with spaces or control characters are quoted, so a request cannot forge log fields."""
+    text = str(value)
+    return text if _PLAIN.fullmatch(text) else orjson.dumps(text).decode()
 
 
 def setup(settings: Settings) -> None:
