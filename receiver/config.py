@@ -12,6 +12,7 @@ import binascii
 import dataclasses
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -55,7 +56,10 @@ class Settings:
     retry_after: timedelta = timedelta(seconds=5)
     endpoint_refresh: timedelta = timedelta(seconds=2)
     nats_url: str | None = None
+    nats_stream: str = "DOITONG"
+    nats_subject_prefix: str = "doitong"
     amqp_url: str | None = None
+    amqp_exchange: str = "doitong"
     deny_networks: tuple[IPNetwork, ...] = DEFAULT_DENY_NETWORKS
     retry_schedule: tuple[timedelta, ...] = DEFAULT_RETRY_SCHEDULE
     http_timeout: timedelta = timedelta(seconds=15)
@@ -91,7 +95,10 @@ class Settings:
             retry_after=_duration(env, "RECEIVER_RETRY_AFTER", "5s"),
             endpoint_refresh=_duration(env, "RECEIVER_ENDPOINT_REFRESH", "2s"),
             nats_url=_broker_url(env.get("RECEIVER_NATS_URL"), "RECEIVER_NATS_URL", ("nats", "tls")),
+            nats_stream=_name(env, "RECEIVER_NATS_STREAM", "DOITONG"),
+            nats_subject_prefix=_name(env, "RECEIVER_NATS_SUBJECT_PREFIX", "doitong"),
             amqp_url=_broker_url(env.get("RECEIVER_AMQP_URL"), "RECEIVER_AMQP_URL", ("amqp", "amqps")),
+            amqp_exchange=_name(env, "RECEIVER_AMQP_EXCHANGE", "doitong"),
             deny_networks=_networks(env.get("RECEIVER_DENY_NETWORKS")),
             retry_schedule=_schedule(env.get("RECEIVER_RETRY_SCHEDULE")),
             http_timeout=http_timeout,
@@ -224,3 +231,10 @@ def _schedule(value: str | None) -> tuple[timedelta, ...]:
     if any(wait.total_seconds() <= 0 for wait in schedule):
         raise ConfigError("RECEIVER_RETRY_SCHEDULE: every wait must be longer than 0s")
     return schedule
+
+
+def _name(env: Mapping[str, str], name: str, default: str) -> str:
+    value = (env.get(name) or default).strip()
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+        raise ConfigError(f"{name}: {value!r} is not a plain name; use letters, digits, '-' or '_'")
+    return value

@@ -70,6 +70,9 @@ def setup(settings: Settings) -> None:
     root.setLevel(settings.log_level)
     for noisy in ("uvicorn.access", "httpx", "httpcore", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # During a broker outage these log every reconnect attempt; the sinks log the drop once.
+    for chatty in ("aiormq", "aio_pika", "nats"):
+        logging.getLogger(chatty).setLevel(logging.CRITICAL)
 
 
 class AccessLog:

@@ -101,11 +101,20 @@ class Publisher:
         if self.settings.nats_url:
             from receiver.sinks.nats import NatsSink
 
-            configured.append(("nats", NatsSink(self.settings.nats_url)))
+            configured.append(
+                (
+                    "nats",
+                    NatsSink(
+                        self.settings.nats_url,
+                        stream=self.settings.nats_stream,
+                        subject_prefix=self.settings.nats_subject_prefix,
+                    ),
+                )
+            )
         if self.settings.amqp_url:
             from receiver.sinks.amqp import AmqpSink
 
-            configured.append(("amqp", AmqpSink(self.settings.amqp_url)))
+            configured.append(("amqp", AmqpSink(self.settings.amqp_url, exchange=self.settings.amqp_exchange)))
         for kind, sink in configured:
             try:
                 await sink.connect()
