@@ -9,22 +9,25 @@ from collections.abc import AsyncIterator
 
 import sqlalchemy as sa
 from starlette.applications import Starlette
+from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from receiver import crypto, db, endpoints, inbound, metrics, migrate, outbox
+from receiver import api, crypto, db, endpoints, inbound, metrics, migrate, openapi, outbox
 from receiver.config import Settings
 from receiver.errors import DatabaseUnavailable, ReceiverError
 from receiver.logs import AccessLog
 from receiver.metrics import Exposition
+from receiver.notify import Notifier
 from receiver.publisher import Publisher
 from receiver.state import AppState, json_response
 
 log = logging.getLogger("receiver.app")
 
 
-def create_app(settings: Settings, *, with_publisher: bool = False) -> Starlette:
+def create_app(settings: Settings, *, with_publisher: bool = False) -> ReceiverApp:
     """The receiver's ASGI app for `settings` (DATABASE_URL must be set).
 
     `with_publisher` runs the outbox publisher in the same process (`receiver run`)."""
@@ -33,7 +36,7 @@ def create_app(settings: Settings, *, with_publisher: bool = False) -> Starlette
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = db.create_pool(database_url, size=settings.db_pool_size, timeout=settings.db_timeout)
-        engine = db.create_engine(database_url, pool_size=2, timeout=settings.db_timeout)
+        engine = db.create_engine(database_url, pool_size=4, timeout=settings.db_timeout)
         state = AppState(
             settings=settings,
             secrets=endpoints.SecretCache(settings.webhook_secrets),
@@ -42,11 +45,13 @@ def create_app(settings: Settings, *, with_publisher: bool = False) -> Starlette
             exposition=Exposition(),
             head_revision=migrate.head_revision(),
             master_key=crypto.master_key(settings),
+            notifier=Notifier(pool),
         )
         app.state.receiver = state
         await pool.open(wait=False)
         await _refresh_endpoints(state)
         refresher = asyncio.create_task(_refresh_loop(state), name="endpoint-refresh")
+        notifying = asyncio.create_task(state.notifier.run(), name="outbox-notify")
         stop_publisher = asyncio.Event()
         publishing = (
             asyncio.create_task(Publisher(settings, state.master_key).run(stop_publisher), name="publisher")
@@ -59,27 +64,54 @@ def create_app(settings: Settings, *, with_publisher: bool = False) -> Starlette
             stop_publisher.set()
             if publishing is not None:
                 await publishing
-            refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresher
+            for task in (refresher, notifying):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await pool.close()
             await engine.dispose()
 
     routes = [
-        Route("/webhooks/doitong", inbound.receive, methods=["POST"]),
-        Route("/webhooks/doitong/{endpoint}", inbound.receive, methods=["POST"]),
+        Route("/v1/jobs", api.register, methods=["POST"]),
+        Route("/v1/jobs", api.list_jobs, methods=["GET"]),
+        Route("/v1/jobs/{job_id}", api.get_job, methods=["GET"]),
+        Route("/openapi.json", openapi_document, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.add_middleware(AccessLog)
-    return app
+    return ReceiverApp(Starlette(routes=routes, lifespan=lifespan))
 
 
-def factory() -> Starlette:
+class ReceiverApp:
+    """The ASGI app: webhooks go straight to their handler, everything else (and the
+    lifespan) through Starlette; every request gets one access log line."""
+
+    def __init__(self, starlette: Starlette) -> None:
+        self.starlette = starlette
+        self._logged = AccessLog(self._dispatch)
+
+    @property
+    def state(self) -> State:
+        return self.starlette.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._logged(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if inbound.matches(scope):
+            await inbound.asgi(self.starlette.state.receiver, scope, receive, send)
+        else:
+            await self.starlette(scope, receive, send)
+
+
+def factory() -> ReceiverApp:
     """Entry point for `uvicorn --factory` workers: settings from the environment."""
     return create_app(Settings.from_env())
+
+
+async def openapi_document(request: Request) -> Response:
+    return json_response(openapi.document(), 200)
 
 
 async def healthz(request: Request) -> Response:

@@ -68,6 +68,12 @@ class Settings:
     publish_concurrency: int = 64
     subscriber_concurrency: int = 16
     metrics_port: int = 9091
+    api_token: str | None = None
+    public_url: str | None = None
+    doitong_api_url: str = "https://api.doitong.com"
+    doitong_api_key: str | None = None
+    stale_after: timedelta = timedelta(minutes=15)
+    reconcile_interval: timedelta = timedelta(minutes=1)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -107,6 +113,12 @@ class Settings:
             publish_concurrency=_int(env, "RECEIVER_PUBLISH_CONCURRENCY", 64, low=1, high=4096),
             subscriber_concurrency=_int(env, "RECEIVER_SUBSCRIBER_CONCURRENCY", 16, low=1, high=4096),
             metrics_port=_int(env, "RECEIVER_METRICS_PORT", 9091, low=0, high=65535),
+            api_token=_api_token(env.get("RECEIVER_API_TOKEN")),
+            public_url=_http_url(env.get("RECEIVER_PUBLIC_URL"), "RECEIVER_PUBLIC_URL"),
+            doitong_api_url=_http_url(env.get("DOITONG_API_URL"), "DOITONG_API_URL") or "https://api.doitong.com",
+            doitong_api_key=(env.get("DOITONG_API_KEY") or "").strip() or None,
+            stale_after=_duration(env, "RECEIVER_STALE_AFTER", "15m"),
+            reconcile_interval=_duration(env, "RECEIVER_RECONCILE_INTERVAL", "1m"),
         )
 
     def replace(self, **changes: object) -> Settings:
@@ -238,3 +250,20 @@ def _name(env: Mapping[str, str], name: str, default: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
         raise ConfigError(f"{name}: {value!r} is not a plain name; use letters, digits, '-' or '_'")
     return value
+
+
+def _api_token(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    if len(value.strip()) < 16:
+        raise ConfigError("RECEIVER_API_TOKEN: use at least 16 random characters (e.g. `receiver keygen`)")
+    return value.strip()
+
+
+def _http_url(value: str | None, name: str) -> str | None:
+    if value is None or not value.strip():
+        return None
+    url = value.strip().rstrip("/")
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+        raise ConfigError(f"{name}: {value!r} is not an http(s) URL, e.g. https://hooks.example.com")
+    return url

@@ -17,8 +17,8 @@ from receiver.payloads import WebhookPayload
 Outcome = Literal["accepted", "duplicate", "conflict"]
 
 _INGEST = (
-    "SELECT outcome, result_job_id, result_event_id FROM receiver_ingest("
-    "%s::text, %s::text, %s::bytea, %s::jsonb, %s::bytea, %s::text, %s::text, %s::text, %s::text,"
+    "SELECT outcome, result_job_id, result_event_id, result_registered FROM receiver_ingest("
+    "%s::text, %s::text, %s::bytea, %s::jsonb, %s::bytea, %s::text, %s::text, %s::text, %s::text, %s::jsonb,"
     " %s::timestamptz, %s::timestamptz, %s::float8, %s::integer, %s::integer)"
 )
 
@@ -28,6 +28,7 @@ class IngestResult:
     outcome: Outcome
     job_id: str
     event_id: uuid.UUID | None
+    registered: bool | None  # None for duplicates
 
 
 async def ingest(
@@ -40,7 +41,8 @@ async def ingest(
     body: bytes,
     payload: WebhookPayload,
 ) -> IngestResult:
-    """Run the whole webhook transaction; the caller commits."""
+    """Run the whole webhook transaction: one statement on an autocommit connection, so it has
+    committed when this returns."""
     cursor = await conn.execute(
         _INGEST,
         (
@@ -53,6 +55,7 @@ async def ingest(
             payload.status,
             payload.service,
             payload.url,
+            orjson.dumps(payload.metadata).decode() if payload.metadata is not None else None,
             payload.created_at,
             payload.completed_at,
             payload.duration,
@@ -65,4 +68,5 @@ async def ingest(
     outcome: Outcome = row[0]  # type: ignore[index]
     job_id: str = row[1]  # type: ignore[index]
     event_id: uuid.UUID | None = row[2]  # type: ignore[index]
-    return IngestResult(outcome=outcome, job_id=job_id, event_id=event_id)
+    registered: bool | None = row[3]  # type: ignore[index]
+    return IngestResult(outcome=outcome, job_id=job_id, event_id=event_id, registered=registered)

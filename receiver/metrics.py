@@ -63,6 +63,16 @@ DELIVERY_LATENCY = Histogram(
     ["kind"],
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0, 86400.0),
 )
+REGISTRATIONS = Counter(
+    "receiver_job_registrations",
+    "Jobs registered through POST /v1/jobs: created, or merged into a job its webhooks created first.",
+    ["result"],
+)
+UNREGISTERED = Counter(
+    "receiver_webhooks_unregistered",
+    "Accepted webhooks for job ids never registered through us (a leaked secret shows up here).",
+    ["endpoint"],
+)
 LATENCY = Histogram(
     "receiver_webhook_duration_seconds",
     "Time from request start to answer, webhook endpoint only.",

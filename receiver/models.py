@@ -114,7 +114,6 @@ inbound_webhooks = Table(
         comment="replays under this key whose body differed (not applied)",
     ),
     UniqueConstraint("endpoint", "idempotency_key"),
-    Index("ix_inbound_webhooks_job_id", "job_id"),
     Index("ix_inbound_webhooks_received_at", "received_at"),
     comment="Every accepted (signature-verified) webhook request, once per idempotency key.",
 )
@@ -143,6 +142,9 @@ jobs = Table(
     Column("client_reference", Text, comment="your own reference, when the job was registered"),
     Column("tags", JSONB, comment="your own string tags, when the job was registered"),
     Column("credit_cost", Integer, comment="credits the provider charged, when known"),
+    Column("input", JSONB, comment="what was asked of the provider, when registered (text, avatar, voice, ...)"),
+    _ts("registered_at", "when the job was registered through us"),
+    _ts("last_polled_at", "when reconciliation last asked the provider about this job"),
     Column(
         "registered",
         Boolean,
@@ -150,10 +152,14 @@ jobs = Table(
         server_default=text("false"),
         comment="true when the job was registered through us before or after its webhooks",
     ),
-    Index("ix_jobs_status", "status"),
-    Index("ix_jobs_service", "service"),
     Index("ix_jobs_created_at", "created_at"),
-    Index("ix_jobs_client_reference", "client_reference"),
+    Index("ix_jobs_client_reference", "client_reference", postgresql_where=text("client_reference IS NOT NULL")),
+    Index("ix_jobs_first_seen_at_id", "first_seen_at", "id"),
+    Index(
+        "ix_jobs_unfinished",
+        "updated_at",
+        postgresql_where=text("status NOT IN ('completed', 'failed')"),
+    ),
     comment="One row per provider job, moved only forward by the state machine.",
 )
 
@@ -177,7 +183,11 @@ job_events = Table(
         UUID(as_uuid=True),
         comment="the outbox event it produced, if any",
     ),
-    Column("payload", JSONB, nullable=False, comment="the reported document as received"),
+    Column(
+        "payload",
+        JSONB,
+        comment="the reported document (webhooks: NULL, the raw body is inbound_webhooks.body)",
+    ),
     _ts("provider_created_at", "createdAt in this event"),
     _ts("provider_completed_at", "completedAt in this event"),
     _ts("received_at", "when we committed it", nullable=False, default_now=True),
@@ -192,7 +202,7 @@ outbox_events = Table(
         "id",
         UUID(as_uuid=True),
         primary_key=True,
-        server_default=text("gen_random_uuid()"),
+        server_default=text("receiver_uuid7()"),
         comment="event id, stable across retries, replays and sinks",
     ),
     Column("seq", BigInteger, Identity(), nullable=False, comment="global order of creation"),

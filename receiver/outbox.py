@@ -26,13 +26,21 @@ _MATCHES = """
     AND (s.services IS NULL OR (o.payload -> 'data' ->> 'service') = ANY(s.services))
 """
 
+# One fan-out at a time (a transaction-scoped advisory lock; the others skip the turn).
+# Two publishers fanning out concurrently would each lock part of the same range, and
+# whichever committed first could make a job's later event the head of its line while
+# the earlier one had no delivery row yet: it would be sent first.
+FAN_OUT_LOCK = 0x72656376  # "recv"
+
 FAN_OUT = f"""
-WITH batch AS (
-    SELECT id FROM outbox_events
-    WHERE dispatched_at IS NULL
-    ORDER BY seq
+WITH gate AS (
+    SELECT pg_try_advisory_xact_lock({FAN_OUT_LOCK}) AS mine
+), batch AS (
+    SELECT o.id FROM outbox_events o, gate
+    WHERE gate.mine AND o.dispatched_at IS NULL
+    ORDER BY o.seq
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF o SKIP LOCKED
 ), fanned AS (
     INSERT INTO deliveries (event_id, subscription_id, job_id, event_seq)
     SELECT o.id, s.id, o.job_id, o.seq

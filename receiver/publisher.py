@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import psycopg
 
-from receiver import db, metrics, outbox, subscriptions
+from receiver import db, metrics, notify, outbox, subscriptions
 from receiver.config import Settings
 from receiver.errors import DatabaseUnavailable
 from receiver.sinks.base import Message, Result, Sink
@@ -33,7 +33,6 @@ from receiver.subscriptions import Subscription
 
 log = logging.getLogger("receiver.publisher")
 
-CHANNEL = "receiver_outbox"
 FAN_OUT_BATCH = 1000
 DRAIN_TIMEOUT = 30.0
 SUBSCRIPTION_REFRESH = 2.0
@@ -279,7 +278,7 @@ class Publisher:
                 async with await psycopg.AsyncConnection.connect(
                     db.libpq_url(self.database_url), autocommit=True, application_name="doitong-receiver-listen"
                 ) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
+                    await conn.execute(f"LISTEN {notify.CHANNEL}")
                     backoff = 0.5
                     self._wake.set()  # anything committed while we were not listening
                     async for _ in conn.notifies():

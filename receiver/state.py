@@ -14,6 +14,7 @@ from starlette.responses import Response
 from receiver.config import Settings
 from receiver.endpoints import SecretCache
 from receiver.metrics import Exposition
+from receiver.notify import Notifier
 
 
 @dataclass
@@ -25,6 +26,7 @@ class AppState:
     exposition: Exposition
     head_revision: str
     master_key: bytes
+    notifier: Notifier
 
 
 def json_response(content: Any, status: int, headers: Mapping[str, str] | None = None) -> Response:

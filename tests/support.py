@@ -80,7 +80,8 @@ class Receiver:
 @contextlib.asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[Receiver]:
     """The real app behind a real uvicorn on an ephemeral port, in this event loop."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio turns TCP_NODELAY on only then (else ~40 ms per keep-alive request).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

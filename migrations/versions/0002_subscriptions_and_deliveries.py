@@ -7,8 +7,8 @@ Create Date: 2026-11-24 20:36:38.327931
 
 from __future__ import annotations
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0002"

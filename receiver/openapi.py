@@ -1,0 +1,180 @@
+"""The OpenAPI 3.1 document served at /openapi.json. A test checks it against the
+app's routes and the answers it actually gives."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from receiver import __version__
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+}
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+_JOB: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "status", "registered", "first_seen_at", "updated_at"],
+    "properties": {
+        "id": {"type": "string"},
+        "service": _NULLABLE_STRING,
+        "type": _NULLABLE_STRING,
+        "status": {"type": "string", "description": "submitted, processing, completed, failed, or as received"},
+        "url": _NULLABLE_STRING,
+        "duration": {"type": ["number", "null"]},
+        "width": {"type": ["integer", "null"]},
+        "height": {"type": ["integer", "null"]},
+        "metadata": {"type": ["object", "null"]},
+        "created_at": _NULLABLE_TIME,
+        "completed_at": _NULLABLE_TIME,
+        "first_seen_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+        "client_reference": _NULLABLE_STRING,
+        "tags": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
+        "credit_cost": {"type": ["integer", "null"]},
+        "input": {"type": ["object", "null"]},
+        "registered": {"type": "boolean"},
+        "registered_at": _NULLABLE_TIME,
+    },
+}
+_HISTORY_ITEM = {
+    "type": "object",
+    "required": ["seq", "received_at", "source", "status", "applied"],
+    "properties": {
+        "seq": {"type": "integer"},
+        "received_at": {"type": "string", "format": "date-time"},
+        "source": {"type": "string", "enum": ["webhook", "poll", "api"]},
+        "status": {"type": "string"},
+        "previous_status": _NULLABLE_STRING,
+        "applied": {"type": "boolean"},
+        "event_id": _NULLABLE_STRING,
+        "event_type": _NULLABLE_STRING,
+    },
+}
+_JOB_WITH_HISTORY = {
+    "type": "object",
+    "required": [*_JOB["required"], "history"],
+    "properties": {
+        **_JOB["properties"],
+        "history": {"type": "array", "items": _HISTORY_ITEM},
+    },
+}
+_REGISTRATION = {
+    "type": "object",
+    "required": ["id"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string", "minLength": 1, "maxLength": 255, "description": "the provider's job id"},
+        "service": {"type": "string", "minLength": 1, "maxLength": 64},
+        "type": {"type": "string", "minLength": 1, "maxLength": 64},
+        "client_reference": {"type": "string", "minLength": 1, "maxLength": 255},
+        "tags": {"type": "object", "maxProperties": 50, "additionalProperties": {"type": "string"}},
+        "credit_cost": {"type": "integer", "minimum": 0, "maximum": 1000000000},
+        "input": {"type": "object"},
+    },
+}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_AUTH_ERRORS = {
+    "401": _json(_ERROR, "missing or wrong bearer token"),
+    "404": _json(_ERROR, "not found (or the API is off: RECEIVER_API_TOKEN unset)"),
+    "503": _json(_ERROR, "database unavailable; retry"),
+}
+
+
+@cache
+def document() -> dict[str, Any]:
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "doitong-receiver", "version": __version__},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Job": _JOB, "Error": _ERROR},
+        },
+        "paths": {
+            "/v1/jobs": {
+                "post": {
+                    "summary": "Register a job submitted to the provider",
+                    "security": bearer,
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _REGISTRATION}}},
+                    "responses": {
+                        "201": _json(_JOB, "registered"),
+                        "200": _json(_JOB, "already known: the registration was merged into it"),
+                        "400": _json(_ERROR, "invalid body"),
+                        **_AUTH_ERRORS,
+                    },
+                },
+                "get": {
+                    "summary": "List jobs, newest first, with cursor pagination",
+                    "security": bearer,
+                    "parameters": [
+                        {"name": "status", "in": "query", "schema": {"type": "string"}},
+                        {"name": "service", "in": "query", "schema": {"type": "string"}},
+                        {"name": "client_reference", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "since",
+                            "in": "query",
+                            "description": "first seen at or after: ISO-8601 time or a duration ago (24h)",
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+                        },
+                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["jobs", "next_cursor"],
+                                "properties": {
+                                    "jobs": {"type": "array", "items": _JOB},
+                                    "next_cursor": _NULLABLE_STRING,
+                                },
+                            },
+                            "a page of jobs; pass next_cursor back for the next page",
+                        ),
+                        "400": _json(_ERROR, "invalid parameter"),
+                        **_AUTH_ERRORS,
+                    },
+                },
+            },
+            "/v1/jobs/{job_id}": {
+                "get": {
+                    "summary": "One job and its history",
+                    "security": bearer,
+                    "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "responses": {
+                        "200": _json(_JOB_WITH_HISTORY, "the job with every reported status"),
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
+            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json({"type": "object"}, "up")}}},
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness: database reachable, schema at head, endpoints loaded",
+                    "responses": {
+                        "200": _json({"type": "object"}, "ready"),
+                        "503": _json({"type": "object"}, "not ready, with a reason"),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {"200": {"description": "text exposition", "content": {"text/plain": {}}}},
+                }
+            },
+        },
+    }
