@@ -102,12 +102,12 @@ SELECT (SELECT id FROM inbound) IS NOT NULL
 _JSON = [(b"content-type", b"application/json")]
 
 
-def create_app(database_url: str, secret: str) -> Any:
+def create_app(database_url: str, secret: str, pool_size: int = POOL_SIZE) -> Any:
     key = secret.encode()
     pool = AsyncConnectionPool(
         database_url,
-        min_size=POOL_SIZE,
-        max_size=POOL_SIZE,
+        min_size=pool_size,
+        max_size=pool_size,
         timeout=5.0,
         open=False,
         kwargs={"autocommit": True, "application_name": "bench-baseline"},
@@ -225,6 +225,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--pool", type=int, default=POOL_SIZE, help="database connections (default 10)")
     args = parser.parse_args()
     database_url = os.environ.get("DATABASE_URL")
     secret = os.environ.get("DOITONG_WEBHOOK_SECRET")
@@ -233,7 +234,7 @@ def main() -> int:
         return 2
     logging.basicConfig(level=logging.WARNING)
     uvicorn.run(
-        create_app(database_url, secret),
+        create_app(database_url, secret, args.pool),
         host=args.host,
         port=args.port,
         loop="uvloop" if sys.platform != "win32" else "asyncio",

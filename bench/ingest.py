@@ -857,7 +857,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         url = stack.enter_context(database(admin_url, f"bench_baseline_{pid}"))
         targets["baseline"] = Target(
             "baseline",
-            [sys.executable, str(BASELINE_APP)],
+            [sys.executable, str(BASELINE_APP), "--pool", str(args.pool)],
             child_env(DATABASE_URL=url, DOITONG_WEBHOOK_SECRET=secret),
             url,
             "SELECT count(*) FROM baseline_inbound",
@@ -872,6 +872,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
             RECEIVER_HOME=str(home),
             RECEIVER_MASTER_KEY=_master_key(),
             RECEIVER_LOG_LEVEL="warning",
+            RECEIVER_DB_POOL_SIZE=str(args.pool),
         )
         log("receiver: receiver migrate")
         migrate = subprocess.run(
@@ -1052,6 +1053,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per app (default 20)")
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
+    parser.add_argument(
+        "--pool",
+        type=int,
+        default=16,
+        help="database connections of each app, the same for both (default 16; RECEIVER_DB_POOL_SIZE)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per app (default 3)")
     parser.add_argument(

@@ -51,7 +51,7 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     log_format: LogFormat = "text"
     log_level: str = "INFO"
-    db_pool_size: int = 10
+    db_pool_size: int = 16
     db_timeout: timedelta = timedelta(seconds=5)
     retry_after: timedelta = timedelta(seconds=5)
     endpoint_refresh: timedelta = timedelta(seconds=2)
@@ -96,7 +96,7 @@ class Settings:
             max_body_bytes=_int(env, "RECEIVER_MAX_BODY_BYTES", 1024 * 1024, low=1024),
             log_format=_log_format(env.get("RECEIVER_LOG_FORMAT")),
             log_level=_log_level(env.get("RECEIVER_LOG_LEVEL")),
-            db_pool_size=_int(env, "RECEIVER_DB_POOL_SIZE", 10, low=1, high=1000),
+            db_pool_size=_int(env, "RECEIVER_DB_POOL_SIZE", 16, low=1, high=1000),
             db_timeout=_duration(env, "RECEIVER_DB_TIMEOUT", "5s"),
             retry_after=_duration(env, "RECEIVER_RETRY_AFTER", "5s"),
             endpoint_refresh=_duration(env, "RECEIVER_ENDPOINT_REFRESH", "2s"),
