@@ -151,10 +151,14 @@ def _registration(body: bytes) -> dict[str, Any]:
         value = document.get(name)
         if value is None:
             continue
+        if kind is int and isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON Schema counts 80.0 as an integer
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise BadRequest(f"`{name}` must be {'an object' if kind is dict else 'a ' + kind.__name__}")
-        if isinstance(value, str) and (not value.strip() or len(value) > _MAX_LENGTH[name]):
+        if isinstance(value, str) and not 1 <= len(value) <= _MAX_LENGTH[name]:
             raise BadRequest(f"`{name}` must be 1 to {_MAX_LENGTH[name]} characters")
+        if isinstance(value, str) and "\x00" in value:
+            raise BadRequest(f"`{name}` cannot contain NUL characters")
         job[name] = value
     if job["id"] is None:
         raise BadRequest("`id` is required: the provider's job id")
@@ -165,9 +169,22 @@ def _registration(body: bytes) -> dict[str, Any]:
         raise BadRequest("`tags` must be an object of at most 50 string values")
     if job["credit_cost"] is not None and not 0 <= job["credit_cost"] <= 10**9:
         raise BadRequest("`credit_cost` must be between 0 and 1000000000")
-    if b"\\u0000" in body:
-        raise BadRequest("strings cannot contain \\u0000")
+    if tags is not None and any("\x00" in k or "\x00" in v for k, v in tags.items()):
+        raise BadRequest("`tags` cannot contain NUL characters")
+    if job["input"] is not None:
+        job["input"] = _without_nul(job["input"])
     return job
+
+
+def _without_nul(value: Any) -> Any:
+    """PostgreSQL's jsonb cannot hold NUL characters: in the free-form `input` they become U+FFFD."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 async def _job(conn: Any, job_id: str) -> dict[str, Any] | None:
@@ -197,7 +214,8 @@ async def _history(conn: Any, job_id: str) -> list[dict[str, Any]]:
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, value in row.items():
+    for name, value in row.items():
+        key = str(name)  # SQLAlchemy hands out str subclasses, which orjson refuses as keys
         if isinstance(value, datetime):
             out[key] = value.astimezone(UTC).isoformat().replace("+00:00", "Z")
         elif value is not None and not isinstance(value, str | int | float | bool | dict | list):
@@ -225,7 +243,7 @@ def _since(text: str) -> datetime:
     except ValueError:
         try:
             return datetime.now(UTC) - durations.parse(text, setting="since")
-        except ConfigError:
+        except (ConfigError, OverflowError):
             raise BadRequest("`since` must be an ISO-8601 time or a duration such as 24h") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 from receiver.errors import ConfigError
 
 _UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+MAX_SECONDS = 100 * 365 * 86400.0
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|d|h|m|s)")
 
 
@@ -25,6 +26,8 @@ def parse(text: str, *, setting: str = "duration") -> timedelta:
         position = match.end()
     if position != len(cleaned):
         raise ConfigError(f"{setting}: {text!r} is not a duration; write it like 30s, 15m, 24h, 7d or 1h30m")
+    if seconds > MAX_SECONDS:
+        raise ConfigError(f"{setting}: {text!r} is longer than 100 years")
     return timedelta(seconds=seconds)
 
 

@@ -62,18 +62,34 @@ _JOB_WITH_HISTORY = {
         "history": {"type": "array", "items": _HISTORY_ITEM},
     },
 }
+_SINCE = (
+    r"^(\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})?)?"
+    r"|(\d+(\.\d+)?(ms|d|h|m|s))+)$"
+)
+_NO_NUL = "^[^\\u0000]*$"
 _REGISTRATION = {
     "type": "object",
     "required": ["id"],
     "additionalProperties": False,
     "properties": {
-        "id": {"type": "string", "minLength": 1, "maxLength": 255, "description": "the provider's job id"},
-        "service": {"type": "string", "minLength": 1, "maxLength": 64},
-        "type": {"type": "string", "minLength": 1, "maxLength": 64},
-        "client_reference": {"type": "string", "minLength": 1, "maxLength": 255},
-        "tags": {"type": "object", "maxProperties": 50, "additionalProperties": {"type": "string"}},
+        "id": {
+            "type": "string",
+            "pattern": _NO_NUL,
+            "minLength": 1,
+            "maxLength": 255,
+            "description": "the provider's job id",
+        },
+        "service": {"type": "string", "pattern": _NO_NUL, "minLength": 1, "maxLength": 64},
+        "type": {"type": "string", "pattern": _NO_NUL, "minLength": 1, "maxLength": 64},
+        "client_reference": {"type": "string", "pattern": _NO_NUL, "minLength": 1, "maxLength": 255},
+        "tags": {
+            "type": "object",
+            "maxProperties": 50,
+            "propertyNames": {"pattern": _NO_NUL},
+            "additionalProperties": {"type": "string", "pattern": _NO_NUL},
+        },
         "credit_cost": {"type": "integer", "minimum": 0, "maximum": 1000000000},
-        "input": {"type": "object"},
+        "input": {"type": "object", "description": "free-form; NUL characters in strings become U+FFFD"},
     },
 }
 
@@ -123,14 +139,19 @@ def document() -> dict[str, Any]:
                             "name": "since",
                             "in": "query",
                             "description": "first seen at or after: ISO-8601 time or a duration ago (24h)",
-                            "schema": {"type": "string"},
+                            "schema": {"type": "string", "pattern": _SINCE},
                         },
                         {
                             "name": "limit",
                             "in": "query",
                             "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
                         },
-                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "cursor",
+                            "in": "query",
+                            "description": "next_cursor from the previous page; anything else is a 400",
+                            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+                        },
                     ],
                     "responses": {
                         "200": _json(

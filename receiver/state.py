@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,4 +31,9 @@ class AppState:
 
 
 def json_response(content: Any, status: int, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(content), status, headers=headers, media_type="application/json")
+    try:
+        body = orjson.dumps(content)
+    except TypeError:
+        # orjson stops at 64-bit integers; stored free-form JSON (a job's `input`) may hold bigger ones.
+        body = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+    return Response(body, status, headers=headers, media_type="application/json")
