@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 import uvicorn
 
-from receiver import __version__, cli_outbox, crypto, db, durations, embedded, endpoints, logs, migrate
+from receiver import __version__, cli_jobs, cli_outbox, crypto, db, durations, embedded, endpoints, logs, migrate
 from receiver.config import Settings
 from receiver.errors import ConfigError, DatabaseUnavailable, ReceiverError, SecretDecryptError
 from receiver.simulator import cli as simulator_cli
@@ -78,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
 
     cli_outbox.register(commands)
+    cli_jobs.register(commands)
     simulator_cli.register(commands)
 
     eps = commands.add_parser("endpoints", help="manage webhook endpoints and their secrets")

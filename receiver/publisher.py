@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import psycopg
 
-from receiver import db, metrics, notify, outbox, subscriptions
+from receiver import db, metrics, notify, outbox, provider, reconcile, subscriptions
 from receiver.config import Settings
 from receiver.errors import DatabaseUnavailable
 from receiver.sinks.base import Message, Result, Sink
@@ -48,6 +48,7 @@ class Publisher:
         self.pool = db.create_pool(self.database_url, size=3, timeout=settings.db_timeout)
         self.engine = db.create_engine(self.database_url, pool_size=1, timeout=settings.db_timeout)
         self.http: HttpSender | None = None
+        self.doitong: provider.DoitongClient | None = None
         self.brokers: dict[str, Sink] = {}
         self.subscriptions: dict[str, Subscription] = {}
         self._subscriptions_loaded_at = 0.0
@@ -64,6 +65,7 @@ class Publisher:
         """Publish until `stop` is set, then finish the sends in flight and return."""
         await self._start()
         listener = asyncio.create_task(self._listen(stop), name="outbox-listen")
+        reconciling = self._start_reconciler(stop)
         try:
             while not stop.is_set():
                 self._wake.clear()
@@ -80,8 +82,26 @@ class Publisher:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+            if reconciling is not None:
+                await reconciling
             await self._drain()
             await self._close()
+
+    def _start_reconciler(self, stop: asyncio.Event) -> asyncio.Task[None] | None:
+        """Periodic reconciliation, when Doitong's API is configured (DOITONG_API_KEY)."""
+        if not self.settings.doitong_api_key:
+            return None
+        self.doitong = provider.DoitongClient(self.settings.doitong_api_url, self.settings.doitong_api_key)
+        return asyncio.create_task(
+            reconcile.run_periodically(
+                self.pool,
+                self.doitong,
+                interval=self.settings.reconcile_interval,
+                stale_after=self.settings.stale_after,
+                stop=stop,
+            ),
+            name="reconcile",
+        )
 
     async def _start(self) -> None:
         await self.pool.open(wait=False)
@@ -135,6 +155,8 @@ class Publisher:
             task.cancel()
         if self.http is not None:
             await self.http.close()
+        if self.doitong is not None:
+            await self.doitong.close()
         for sink in self.brokers.values():
             with contextlib.suppress(Exception):
                 await sink.close()
