@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from receiver import db, endpoints, provider
 from receiver.config import Settings
@@ -57,9 +58,11 @@ async def submit(
     tags: dict[str, str] | None = None,
     endpoint: str = endpoints.DEFAULT,
     doitong: provider.DoitongClient | None = None,
+    engine: AsyncEngine | None = None,
 ) -> SubmittedJob:
     """Generate a video at Doitong and register the job here. Doitong's errors are raised as
-    `provider.ProviderError` subclasses with messages fit for a person."""
+    `provider.ProviderError` subclasses with messages fit for a person. Pass `doitong` and
+    `engine` to reuse connections across many submissions."""
     if not text.strip():
         raise ConfigError("--text: say something for the avatar to speak")
     url = webhook_url(settings, endpoint)
@@ -70,7 +73,8 @@ async def submit(
     finally:
         if owned:
             await doitong.close()
-    engine = db.create_engine(settings.require_database_url(), pool_size=1, timeout=settings.db_timeout)
+    own_engine = engine is None
+    engine = engine or db.create_engine(settings.require_database_url(), pool_size=1, timeout=settings.db_timeout)
     try:
         async with db.begin(engine) as conn:
             await conn.execute(
@@ -89,5 +93,6 @@ async def submit(
                 },
             )
     finally:
-        await engine.dispose()
+        if own_engine:
+            await engine.dispose()
     return SubmittedJob(generated.id, generated.status, generated.credit_cost, url)

@@ -76,16 +76,26 @@ class DemoSubscriber:
 class Outcome:
     ok: bool
     lines: list[str]
+    figures: dict[str, float] = field(default_factory=dict)
 
 
-async def run(settings: Settings, *, jobs: int, live: bool, timeout: float = 120.0) -> Outcome:
+async def run(
+    settings: Settings,
+    *,
+    jobs: int,
+    live: bool,
+    timeout: float = 120.0,
+    latency: float = 1.5,
+    parallel: int = 1,
+) -> Outcome:
+    """Run the demo; `parallel` submissions at once raise the rate for bench/simulate.py."""
     async with AsyncExitStack() as stack:
         settings = await _database(settings, stack)
         secret = "whsec_demo_" + secrets.token_urlsafe(12)
         sim_config = SimulatorConfig(
-            accounts=(Account("sk_demo", plan="enterprise", credits=1_000_000),),
+            accounts=(Account("sk_demo", plan="enterprise", credits=10**9),),
             webhook_secret=secret,
-            latency=1.5,
+            latency=latency,
             failure_rate=0.1,
             duplicate_rate=0.3,
             reorder_rate=0.3,
@@ -117,7 +127,7 @@ async def run(settings: Settings, *, jobs: int, live: bool, timeout: float = 120
 
         rejected_before = _rejected()
         started = time.monotonic()
-        submitted = await _submit(settings, jobs)
+        submitted = await _submit(settings, jobs, parallel=parallel)
         database_url = settings.require_database_url()
         while True:
             view = await _view(database_url, subscriber.handler, simulator.stats(), jobs)
@@ -208,10 +218,14 @@ async def _serve(stack: AsyncExitStack, settings: Settings) -> None:
     raise RuntimeError("the receiver did not start")
 
 
-async def _submit(settings: Settings, count: int) -> list[str]:
+async def _submit(settings: Settings, count: int, *, parallel: int) -> list[str]:
     ids: list[str] = []
-    async with provider.DoitongClient(settings.doitong_api_url, "sk_demo", backoff=0.2) as doitong:
-        for index in range(count):
+    gate = asyncio.Semaphore(parallel)
+    doitong = provider.DoitongClient(settings.doitong_api_url, "sk_demo", backoff=0.2)
+    engine = db.create_engine(settings.require_database_url(), pool_size=4, timeout=settings.db_timeout)
+
+    async def one(index: int) -> None:
+        async with gate:
             job = await client.submit(
                 settings,
                 text=LINES[index % len(LINES)],
@@ -220,8 +234,15 @@ async def _submit(settings: Settings, count: int) -> list[str]:
                 client_reference=f"demo-order-{index + 1:03d}",
                 tags={"demo": "true"},
                 doitong=doitong,
+                engine=engine,
             )
             ids.append(job.id)
+
+    try:
+        await asyncio.gather(*(one(index) for index in range(count)))
+    finally:
+        await doitong.close()
+        await engine.dispose()
     return ids
 
 
@@ -342,7 +363,20 @@ def _summary(
         "  SELECT endpoint, idempotency_key, replay_count FROM inbound_webhooks WHERE replay_count > 0;",
         "  SELECT state, count(*), max(attempts) FROM deliveries GROUP BY state;",
     ]
-    return Outcome(ok, lines)
+    figures = {
+        "seconds": took,
+        "jobs": float(len(submitted)),
+        "final": float(view.finished),
+        "events": float(view.events),
+        "lost": float(view.events - view.processed),
+        "duplicates": float(sum(count - 1 for count in per_job.values())),
+        "redelivered": float(subscriber.redelivered),
+        "webhooks_sent": float(stats["webhooks"]["attempts"]),
+        "forged": float(stats["webhooks"]["forged"]),
+        "rejected": rejected,
+        "reconciled": float(view.reconciled),
+    }
+    return Outcome(ok, lines, figures)
 
 
 def _free_port() -> int:
