@@ -96,6 +96,8 @@ async def get_job(request: Request) -> Response:
         return refused
     state: AppState = request.app.state.receiver
     job_id = request.path_params["job_id"]
+    if "\x00" in job_id:
+        return json_response({"error": "not_found"}, 404)
     try:
         async with db.begin(state.engine) as conn:
             job = await _job(conn, job_id)
@@ -112,6 +114,8 @@ async def list_jobs(request: Request) -> Response:
         return refused
     state: AppState = request.app.state.receiver
     params = request.query_params
+    if any("\x00" in value for value in params.values()):
+        return json_response({"error": "invalid_request", "detail": "parameters cannot contain NUL"}, 400)
     j = models.jobs
     try:
         limit = _limit(params.get("limit"))

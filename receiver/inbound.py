@@ -10,7 +10,7 @@ import logging
 import time
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -91,6 +91,9 @@ async def _handle(request: Request, state: AppState, name: str, fields: dict[str
             "too_large",
             name,
         )
+    except ClientDisconnect:
+        # The sender gave up mid-body: nothing stored, nobody left to answer.
+        return json_response({"error": "client_disconnected"}, 400), "disconnected", name
 
     try:
         matched = signatures.verify(request.headers.getlist(signatures.HEADER), body, secrets)

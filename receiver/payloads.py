@@ -39,13 +39,13 @@ class WebhookPayload:
 
 def parse(body: bytes) -> WebhookPayload:
     """Parse and check a webhook body; PayloadError says what is wrong."""
-    if b"\\u0000" in body:
-        # PostgreSQL's jsonb cannot hold NUL characters; refuse rather than store half.
-        raise PayloadError("body contains a \\u0000 escape, which cannot be stored")
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise PayloadError("body is not valid UTF-8 JSON") from None
+    if b"\\u0000" in body and _has_nul(document):
+        # PostgreSQL's jsonb cannot hold NUL characters; refuse rather than store half.
+        raise PayloadError("body contains a \\u0000 character, which cannot be stored")
     if not isinstance(document, dict):
         raise PayloadError("body is not a JSON object")
     job_id = document.get("id")
@@ -74,6 +74,16 @@ def parse(body: bytes) -> WebhookPayload:
     )
 
 
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def normalize_status(status: str) -> str:
     """Known statuses compare case-insensitively (`COMPLETED` is `completed`);
     any other string is kept exactly as received."""
@@ -94,6 +104,12 @@ def _timestamp(value: object) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)  # the provider documents UTC
+    try:
+        # PostgreSQL would store 9999-12-31T23:59-05:00 (year 10000 in UTC), which then cannot be
+        # read back: such a time is no time at all.
+        parsed.astimezone(UTC)
+    except OverflowError:
+        return None
     return parsed
 
 

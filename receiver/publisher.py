@@ -74,6 +74,11 @@ class Publisher:
                 except DatabaseUnavailable as exc:
                     log.warning("database unavailable: %s; retrying", exc)
                     more = False
+                except Exception:
+                    # A publisher that dies quietly while the server keeps accepting is the worst
+                    # outcome: log, back off, keep going (claims of a turn that failed expire).
+                    log.exception("publisher turn failed; retrying")
+                    more = False
                 if more:
                     await asyncio.sleep(0)
                     continue
@@ -83,7 +88,10 @@ class Publisher:
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
             if reconciling is not None:
-                await reconciling
+                # Its claims only stamp last_polled_at: cancelling mid-pass loses nothing.
+                reconciling.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reconciling
             await self._drain()
             await self._close()
 
@@ -258,10 +266,11 @@ class Publisher:
         self._completions.append(completion)
 
     def _wait_before_retry(self, attempt: int, retry_after: float | None) -> timedelta:
-        if retry_after is not None:
-            return timedelta(seconds=retry_after)
-        base = self.settings.retry_schedule[attempt - 1].total_seconds()
-        return timedelta(seconds=base * random.uniform(0.8, 1.2))
+        """The schedule's wait (±20 %), or longer when the subscriber asked for more with
+        Retry-After. Never shorter: every attempt counts toward `dead`, so a subscriber that
+        says `Retry-After: 0` must not burn through the schedule in seconds."""
+        scheduled = self.settings.retry_schedule[attempt - 1].total_seconds() * random.uniform(0.8, 1.2)
+        return timedelta(seconds=max(scheduled, retry_after or 0.0))
 
     async def _flush(self) -> None:
         if not self._completions and not self._gone:

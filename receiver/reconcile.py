@@ -108,5 +108,7 @@ async def run_periodically(
                 )
         except (psycopg.Error, OSError) as exc:
             log.warning("reconciliation failed: %s", exc)
+        except Exception:
+            log.exception("reconciliation pass failed; trying again next interval")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval.total_seconds())

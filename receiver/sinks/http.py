@@ -46,7 +46,10 @@ def denied(address: str, networks: Sequence[IPNetwork]) -> bool:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return False
-    return any(ip in network for network in networks)
+    candidates = [ip]
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        candidates.append(ip.ipv4_mapped)  # ::ffff:169.254.169.254 is 169.254.169.254
+    return any(candidate in network for candidate in candidates for network in networks)
 
 
 class DenyingResolver(AbstractResolver):

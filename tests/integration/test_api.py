@@ -219,3 +219,8 @@ def test_property_based_run_finds_no_server_error_and_answers_match_the_document
             case.validate_response(response, excluded_checks=[positive_data_acceptance])
 
         check()
+
+
+async def test_nul_characters_in_the_url_are_refused_not_a_server_error(api: Receiver) -> None:
+    assert (await api.client.get(api.url + "/v1/jobs/%00")).status_code == 404
+    assert (await api.client.get(api.url + "/v1/jobs", params={"status": "\x00"})).status_code == 400

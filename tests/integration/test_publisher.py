@@ -242,7 +242,8 @@ async def test_redirects_are_failures_and_retry_after_is_honoured(
     await receiver.post(doitong_body(_job(), "completed"))
     assert settings.database_url is not None
     url = settings.database_url
-    async with publishing(settings.replace(retry_schedule=(timedelta(minutes=5),))):
+    # The schedule says ~2 s; the subscriber asks for 7 s: the longer wait wins.
+    async with publishing(settings.replace(retry_schedule=(timedelta(seconds=2),))):
         await subscriber.wait_for(1, "/moved")
         await subscriber.wait_for(1, "/busy")
         await asyncio.sleep(0.5)

@@ -84,3 +84,14 @@ def test_long_keys_are_hashed_not_cut() -> None:
     b = idempotency.key_for({"idempotency-key": "k" * 300 + "b"}, digest)
     assert a != b
     assert len(a) < 120
+
+
+@pytest.mark.parametrize("stamp", ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"])
+def test_times_outside_the_representable_range_become_none(stamp: str) -> None:
+    body = b'{"id":"x","status":"completed","createdAt":"' + stamp.encode() + b'"}'
+    assert payloads.parse(body).created_at is None
+
+
+def test_an_escaped_backslash_before_u0000_is_not_a_nul() -> None:
+    parsed = payloads.parse(b'{"id":"x","status":"completed","note":"C:\\\\u0000dir"}')
+    assert parsed.job_id == "x"
