@@ -292,7 +292,13 @@ deliveries = Table(
     _ts("delivered_at", "when it was delivered"),
     UniqueConstraint("event_id", "subscription_id"),
     CheckConstraint("state IN ('pending', 'delivered', 'dead')", name="state"),
-    Index("ix_deliveries_due", "next_attempt_at", postgresql_where=text("state = 'pending'")),
+    Index(
+        "ix_deliveries_due",
+        "subscription_id",
+        "next_attempt_at",
+        "event_seq",
+        postgresql_where=text("state = 'pending'"),
+    ),
     Index(
         "ix_deliveries_order",
         "subscription_id",

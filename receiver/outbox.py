@@ -12,7 +12,7 @@ PostgreSQL coordinates every publisher process:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -55,22 +55,37 @@ FROM batch WHERE o.id = batch.id
 RETURNING (SELECT count(*) FROM fanned)
 """
 
+# Each subscription contributes at most its free share of slots (cap minus what this
+# publisher already has in flight for it), looked up per subscription, so a subscriber
+# with a deep backlog cannot fill every slot in one claim and delay the others.
 CLAIM = """
-WITH due AS (
+WITH busy AS (
+    SELECT * FROM unnest(%(busy_ids)s::text[], %(busy_counts)s::integer[]) AS b(subscription_id, in_flight)
+), candidates AS (
+    SELECT c.id, c.next_attempt_at, c.event_seq
+    FROM subscriptions s
+    LEFT JOIN busy b ON b.subscription_id = s.id
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.next_attempt_at, d.event_seq
+        FROM deliveries d
+        WHERE d.subscription_id = s.id
+          AND d.state = 'pending'
+          AND d.next_attempt_at <= now()
+          AND (d.claimed_until IS NULL OR d.claimed_until < now())
+          AND NOT EXISTS (
+              SELECT 1 FROM deliveries p
+              WHERE p.subscription_id = d.subscription_id AND p.job_id = d.job_id
+                AND p.state = 'pending' AND p.event_seq < d.event_seq)
+        ORDER BY d.next_attempt_at, d.event_seq
+        LIMIT greatest(%(cap)s - coalesce(b.in_flight, 0), 0)
+    ) c
+    WHERE s.state = 'enabled' AND (s.kind = 'http' OR s.id = ANY(%(brokers)s))
+), due AS (
     SELECT d.id
     FROM deliveries d
-    JOIN subscriptions s ON s.id = d.subscription_id
-    WHERE d.state = 'pending'
-      AND d.next_attempt_at <= now()
-      AND (d.claimed_until IS NULL OR d.claimed_until < now())
-      AND s.state = 'enabled'
-      AND (s.kind = 'http' OR s.id = ANY(%(brokers)s))
-      AND NOT (d.subscription_id = ANY(%(saturated)s))
-      AND NOT EXISTS (
-          SELECT 1 FROM deliveries p
-          WHERE p.subscription_id = d.subscription_id AND p.job_id = d.job_id
-            AND p.state = 'pending' AND p.event_seq < d.event_seq)
-    ORDER BY d.next_attempt_at, d.event_seq
+    JOIN candidates c ON c.id = d.id
+    WHERE d.state = 'pending' AND (d.claimed_until IS NULL OR d.claimed_until < now())
+    ORDER BY c.next_attempt_at, c.event_seq
     LIMIT %(limit)s
     FOR UPDATE OF d SKIP LOCKED
 )
@@ -138,11 +153,21 @@ async def claim(
     limit: int,
     lease: timedelta,
     brokers: Sequence[str],
-    saturated: Sequence[str],
+    cap: int,
+    in_flight: Mapping[str, int],
 ) -> list[Claimed]:
+    """Claim up to `limit` due deliveries, at most `cap` minus `in_flight[s]` for each subscription s."""
     cursor = await conn.execute(
         CLAIM,
-        {"me": me, "limit": limit, "lease": lease, "brokers": list(brokers), "saturated": list(saturated)},
+        {
+            "me": me,
+            "limit": limit,
+            "lease": lease,
+            "brokers": list(brokers),
+            "cap": cap,
+            "busy_ids": list(in_flight),
+            "busy_counts": list(in_flight.values()),
+        },
     )
     return [
         Claimed(

@@ -182,7 +182,6 @@ class Publisher:
         free = self.concurrency - len(self._inflight)
         if free <= 0:
             return dispatched == FAN_OUT_BATCH
-        saturated = [s for s, n in self._per_subscription.items() if n >= self.settings.subscriber_concurrency]
         async with db.translated(), self.pool.connection() as conn:
             claimed = await outbox.claim(
                 conn,
@@ -190,7 +189,8 @@ class Publisher:
                 limit=free,
                 lease=self.settings.lease_timeout,
                 brokers=list(self.brokers),
-                saturated=saturated,
+                cap=min(self.settings.subscriber_concurrency, self.concurrency),
+                in_flight=dict(self._per_subscription),
             )
         for item in claimed:
             self._per_subscription[item.subscription_id] += 1

@@ -154,7 +154,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_deliveries_due",
         "deliveries",
-        ["next_attempt_at"],
+        ["subscription_id", "next_attempt_at", "event_seq"],
         unique=False,
         postgresql_where=sa.text("state = 'pending'"),
     )

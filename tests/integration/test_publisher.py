@@ -340,3 +340,28 @@ async def test_a_slow_subscriber_does_not_delay_the_others(settings: Settings, r
     finally:
         await slow.stop()
         await fast.stop()
+
+
+async def test_a_deep_backlog_of_one_subscriber_does_not_take_every_slot(
+    settings: Settings, receiver: Receiver
+) -> None:
+    slow = await Subscriber(delay=3.0).start()
+    fast = await Subscriber().start()
+    try:
+        await _subscribe(settings, slow.url())
+        for _ in range(30):  # older than anything the fast subscriber will get: first in line
+            await receiver.post(doitong_body(_job(), "completed"))
+        await _subscribe(settings, fast.url())
+        for _ in range(10):
+            await receiver.post(doitong_body(_job(), "completed"))
+        async with publishing(settings.replace(subscriber_concurrency=4), concurrency=8):
+            started = asyncio.get_running_loop().time()
+            got = await fast.wait_for(10, timeout=10)
+            elapsed = asyncio.get_running_loop().time() - started
+            in_flight_at_slow = len(slow.received)
+        assert len(got) == 10
+        assert elapsed < 1.5, elapsed  # one claim must not have given the slow subscriber all 8 slots
+        assert in_flight_at_slow <= 4
+    finally:
+        await slow.stop()
+        await fast.stop()
