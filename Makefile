@@ -32,8 +32,15 @@ lint: $(VENV)/.installed-test
 test: lint
 	$(BIN)/pytest -q -ra
 
-bench: $(VENV)/.installed-test
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	touch $@ $(VENV)/.installed $(VENV)/.installed-test
+
+# Figures for the README; each script prints its own targets and PASS/FAIL.
+bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/publish.py
+	$(BIN)/python bench/simulate.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
