@@ -6,9 +6,11 @@ What it measures
     distinct job (so every request is a first delivery: verify, parse, one
     transaction, 200 "accepted"). The same load is sent, in the same run and on
     the same machine, to `bench/baseline_app.py`: a bare ASGI app on uvicorn with
-    the same options that verifies the HMAC, parses with orjson and inserts with
-    raw psycopg in a single statement. The ratio receiver/baseline is what the
-    receiver's framework, structure and extra guarantees (history, outbox) cost.
+    the same options that verifies the HMAC, parses with orjson and writes the
+    same rows (inbound delivery, job upsert, history row, outbox event, with
+    indexes like the receiver's) with raw psycopg in a single statement. The
+    ratio receiver/baseline is what the receiver's code costs on top of the same
+    database work: framework, state machine checks, metrics, logs.
 
 How
     1. Creates fresh databases `bench_baseline_<pid>` and `bench_ingest_<pid>` on
