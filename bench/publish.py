@@ -157,6 +157,29 @@ def tidy(url: str) -> None:
         conn.execute("CHECKPOINT")
 
 
+@contextlib.contextmanager
+def periodic_analyze(url: str, table: str, every: float) -> Iterator[None]:
+    """--analyze-every: ANALYZE `table` every `every` seconds while the block runs, as autovacuum
+    would (it is off on some servers, and its default thresholds lag behind a sudden backlog)."""
+    if every <= 0:
+        yield
+        return
+    stop = threading.Event()
+
+    def loop() -> None:
+        with contextlib.suppress(psycopg.Error), psycopg.connect(url, autocommit=True) as conn:
+            while not stop.wait(every):
+                conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))
+
+    thread = threading.Thread(target=loop, name=f"analyze-{table}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
 def child_env(**extra: str) -> dict[str, str]:
     env = {
         k: v
@@ -210,10 +233,12 @@ class Proc:
         if not self.alive():
             raise BenchError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
 
-    def stop(self, timeout: float = 40.0) -> int | None:
+    def stop(self, timeout: float = 40.0, *, signalled: bool = False) -> int | None:
+        """SIGTERM (once: a second one makes some programs stop hard), wait, then SIGKILL."""
         _procs.discard(self)
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            if not signalled:
+                self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -266,7 +291,7 @@ class Procs:
         for p in self.procs:
             if p.alive():
                 p.proc.send_signal(signal.SIGTERM)
-        codes = [p.stop(timeout) for p in self.procs]
+        codes = [p.stop(timeout, signalled=True) for p in self.procs]
         return next((c for c in codes if c not in (0, None)), codes[0])
 
     def tail(self, lines: int = 30) -> str:
@@ -1047,6 +1072,8 @@ def drain_receiver(ctx: Ctx, sink: str) -> Drain:
         tidy(url)
         result = Drain("receiver", sink, args.events, seed_s, body, ctx.receiver_settings)
         log(f"receiver -> {sink}: {args.events:,} events in {seed_s:.1f} s; starting receiver publish")
+        analyzing = ctx.stack.enter_context(contextlib.ExitStack())
+        analyzing.enter_context(periodic_analyze(url, "deliveries", args.analyze_every))
         publisher = Proc(
             f"receiver publish ({sink})",
             ctx.publisher_argv(),
@@ -1091,6 +1118,7 @@ def drain_receiver(ctx: Ctx, sink: str) -> Drain:
                 query_one(url, "SELECT count(*) FROM deliveries WHERE state = 'dead' OR attempts > 1") or 0
             )
         finally:
+            analyzing.close()
             code = publisher.stop()
             if code not in (0, None):
                 result.notes.append(f"receiver publish exited with {code}")
@@ -1131,6 +1159,8 @@ def drain_baseline(ctx: Ctx, sink: str) -> Drain:
         tidy(url)
         result = Drain("procrastinate", sink, args.events, seed_s, body, ctx.baseline_settings)
         log(f"procrastinate -> {sink}: {args.events:,} tasks in {seed_s:.1f} s; starting the worker")
+        analyzing = ctx.stack.enter_context(contextlib.ExitStack())
+        analyzing.enter_context(periodic_analyze(url, "procrastinate_jobs", args.analyze_every))
         worker = ctx.workers(env, sink)
         try:
             if subscriber is not None:
@@ -1170,6 +1200,7 @@ def drain_baseline(ctx: Ctx, sink: str) -> Drain:
                 query_one(url, "SELECT count(*) FROM procrastinate_jobs WHERE status = 'failed' OR attempts > 1") or 0
             )
         finally:
+            analyzing.close()
             code = worker.stop()
             if code not in (0, None):
                 result.notes.append(f"procrastinate worker exited with {code}")
@@ -1566,6 +1597,29 @@ def _verdict(value: bool | None) -> str:
 # ------------------------------------------------------------------------------- run
 
 
+def code_version() -> str:
+    """The commit measured, and whether receiver/ or migrations/ had uncommitted changes."""
+    root = BENCH_DIR.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "receiver", "migrations"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no git)"
+    if not head:
+        return "unknown (no git)"
+    if not dirty:
+        return f"git {head}"
+    files = ", ".join(line[3:] for line in dirty[:6]) + (", ..." if len(dirty) > 6 else "")
+    return f"git {head} + uncommitted changes in {len(dirty)} file(s): {files}"
+
+
 def versions() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -1616,6 +1670,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     print(f"  cores        : {cores} (usable by this process: {len(os.sched_getaffinity(0))})")
     print(f"  load average : {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min, before the run)")
     print(f"  python       : {platform.python_version()}; {versions()}")
+    print(f"  receiver     : {code_version()}")
     print(f"  postgresql   : {pg_version} ({_redact(admin_url)})")
     print(f"  nats         : {args.nats_url if nats else 'skipped'}")
     autovacuum = query_one(admin_url, "SHOW autovacuum")
@@ -1623,6 +1678,11 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         print(f"  autovacuum   : {autovacuum} on this server (the bench ANALYZEs tables with rows after seeding)")
     if args.receiver_sql is not None:
         print(f"  what-if      : {args.receiver_sql} applied after `receiver migrate`: NOT the receiver as shipped")
+    if args.analyze_every > 0:
+        print(
+            f"  what-if      : ANALYZE deliveries / procrastinate_jobs every {args.analyze_every:g} s during the "
+            "drains (the bench does it, not the systems measured)"
+        )
     print(
         f"  run          : drains of {args.events:,} events ({', '.join(f for f in args.figures if f != 'e2e')}); "
         f"end to end {args.rate:g}/s for {args.warmup:g}+{args.duration:g} s; systems: "
@@ -1728,6 +1788,13 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="what-if experiments: an SQL file run in each receiver database after `receiver migrate` "
         "(e.g. a changed index); the figures are then not those of the receiver as shipped",
+    )
+    parser.add_argument(
+        "--analyze-every",
+        type=float,
+        default=0.0,
+        help="what-if: ANALYZE the queue table (deliveries / procrastinate_jobs) every S seconds during the drains, "
+        "as a prompt autovacuum would (default 0: never)",
     )
     parser.add_argument(
         "--keep-records",
