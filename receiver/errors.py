@@ -26,10 +26,6 @@ class BodyTooLarge(ReceiverError):
     """A request body went past the configured limit."""
 
 
-class UnknownEndpoint(ReceiverError):
-    """No endpoint with that name exists (or it has no active secret)."""
-
-
 class DatabaseUnavailable(ReceiverError):
     """PostgreSQL could not be reached or the transaction could not commit."""
 

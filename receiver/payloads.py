@@ -20,7 +20,6 @@ from receiver.errors import PayloadError
 MAX_ID_LENGTH = 255
 MAX_STATUS_LENGTH = 64
 KNOWN_STATUSES = ("submitted", "processing", "completed", "failed")
-TERMINAL_STATUSES = ("completed", "failed")
 
 
 @dataclass(frozen=True, slots=True)
