@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+import uvloop
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from receiver import crypto, db, durations, models, outbox, subscriptions
@@ -78,7 +79,9 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     if not 0 <= port <= 65535:
         raise ConfigError(f"--metrics-port: {port} is not a port number")
     settings.require_database_url()
-    asyncio.run(worker.publish(settings, concurrency=concurrency, metrics_port=port))
+    # uvloop, as `receiver serve` runs on: a publisher spends most of its time in the event loop.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(worker.publish(settings, concurrency=concurrency, metrics_port=port))
     return 0
 
 

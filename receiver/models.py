@@ -306,6 +306,7 @@ deliveries = Table(
         "event_seq",
         postgresql_where=text("state = 'pending'"),
     ),
-    Index("ix_deliveries_state_subscription", "state", "subscription_id"),
+    Index("ix_deliveries_dead", "subscription_id", postgresql_where=text("state = 'dead'")),
+    Index("ix_deliveries_delivered_at", "delivered_at", postgresql_where=text("state = 'delivered'")),
     comment="One row per event and subscriber: attempts, schedule and outcome.",
 )

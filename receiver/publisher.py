@@ -1,11 +1,21 @@
 """`receiver publish`: drains the outbox to every subscriber, at least once, in order per job.
 
-The loop waits on whichever comes first: a NOTIFY from an ingest transaction,
-a finished send (a free slot), the poll interval, or stop. Each turn writes
-back finished attempts, fans out new events and claims as many due deliveries
-as there are free slots. A subscriber can hold at most
-RECEIVER_SUBSCRIBER_CONCURRENCY slots, so a slow one cannot starve the others;
-a failing one backs off on the retry schedule and holds none.
+Two things run side by side, so that sends never wait for the database:
+- the loop, which wakes on whichever comes first: a NOTIFY from an ingest
+  transaction, room for more claims, the poll interval, or stop. Each turn
+  writes back finished attempts, fans out new events when there may be some,
+  and claims due deliveries, on one connection;
+- the sends: up to `concurrency` at once, taken from what the loop claimed.
+  When a send finishes, the next claimed delivery starts at once.
+
+The loop claims up to one batch ahead of the free send slots, so the next
+sends are ready when slots free up. A claim waits in memory only briefly: one
+older than the lease minus the send timeout (and a margin) is given back
+unattempted, so it is never sent after its lease could have run out.
+
+A subscriber can hold at most RECEIVER_SUBSCRIBER_CONCURRENCY send slots (and
+as many claims waiting), so a slow one cannot starve the others; a failing one
+backs off on the retry schedule and holds none.
 """
 
 from __future__ import annotations
@@ -13,12 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import random
 import socket
 import time
 import uuid
 from collections import Counter as Tally
+from collections import deque
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -36,6 +48,10 @@ log = logging.getLogger("receiver.publisher")
 FAN_OUT_BATCH = 1000
 DRAIN_TIMEOUT = 30.0
 SUBSCRIPTION_REFRESH = 2.0
+# A claim waiting to be sent is given back once older than lease - send timeout - this.
+CLAIM_MARGIN = 5.0
+# Deliveries fanned out before the publisher considers refreshing the table's statistics.
+ANALYZE_AFTER = 10_000
 
 
 class Publisher:
@@ -45,7 +61,11 @@ class Publisher:
         self.master_key = master_key
         self.concurrency = concurrency or settings.publish_concurrency
         self.me = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.pool = db.create_pool(self.database_url, size=3, timeout=settings.db_timeout)
+        # The loop, the fan-out, /metrics and the reconciler each hold one at a time.
+        # Its writes are all safe to repeat, so their commits need not wait for the disk.
+        self.pool = db.create_pool(
+            self.database_url, size=4, timeout=settings.db_timeout, name="publish", durable=False
+        )
         self.engine = db.create_engine(self.database_url, pool_size=1, timeout=settings.db_timeout)
         self.http: HttpSender | None = None
         self.doitong: provider.DoitongClient | None = None
@@ -53,9 +73,32 @@ class Publisher:
         self.subscriptions: dict[str, Subscription] = {}
         self._subscriptions_loaded_at = 0.0
         self._inflight: set[asyncio.Task[None]] = set()
-        self._per_subscription: Tally[str] = Tally()
+        self._sending: Tally[str] = Tally()  # sends in flight, per subscription
+        # Claimed, not sent yet: per subscription, with the monotonic time of the claim.
+        self._queued: dict[str, deque[tuple[float, outbox.Claimed]]] = {}
+        self._queued_count = 0
+        self.cap = min(settings.subscriber_concurrency, self.concurrency)
+        # How long a claim may wait for a send slot: its send must end before its lease does.
+        # The brokers' connect and publish timeouts are shorter than the HTTP one.
+        wait = settings.lease_timeout.total_seconds() - settings.http_timeout.total_seconds() - CLAIM_MARGIN
+        if wait > 0:
+            # Claim a batch ahead of the free slots, so the next sends are ready when slots free up.
+            self._max_wait = wait
+            self._claim_limit = 2 * self.concurrency
+            self._claim_cap = 2 * self.cap
+        else:
+            # No time to wait: claim only for free slots (every claim starts at once).
+            self._max_wait = math.inf
+            self._claim_limit = self.concurrency
+            self._claim_cap = self.cap
+        self._claim_min = max(1, self.concurrency // 8)
         self._completions: list[outbox.Completion] = []
         self._gone: dict[str, str] = {}
+        self._fanned_since_analyze = 0
+        self._analyze = True
+        self._fan_out_due = asyncio.Event()
+        self._fan_out_due.set()
+        self._stopping = False
         self._wake = asyncio.Event()
         self.ready = False
 
@@ -65,6 +108,7 @@ class Publisher:
         """Publish until `stop` is set, then finish the sends in flight and return."""
         await self._start()
         listener = asyncio.create_task(self._listen(stop), name="outbox-listen")
+        fanning = asyncio.create_task(self._fan_out_loop(stop), name="outbox-fan-out")
         reconciling = self._start_reconciler(stop)
         try:
             while not stop.is_set():
@@ -82,11 +126,18 @@ class Publisher:
                 if more:
                     await asyncio.sleep(0)
                     continue
-                await _first(self._wake.wait(), stop.wait(), timeout=self.settings.poll_interval.total_seconds())
+                woken = await _first(
+                    self._wake.wait(), stop.wait(), timeout=self.settings.poll_interval.total_seconds()
+                )
+                if not woken:
+                    self._fan_out_due.set()  # a NOTIFY may have been missed
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            self._stopping = True
+            # A fan-out is one statement: cancelled, it is rolled back and done again later.
+            for task in (listener, fanning):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if reconciling is not None:
                 # Its claims only stamp last_polled_at: cancelling mid-pass loses nothing.
                 reconciling.cancel()
@@ -152,11 +203,17 @@ class Publisher:
                 await subscriptions.ensure_broker(conn, kind, sink.display_url)
 
     async def _drain(self) -> None:
+        # Claims not started go back at once, for another publisher (or the next start).
+        for queue in self._queued.values():
+            self._completions.extend(outbox.Completion.release(item) for _, item in queue)
+        self._queued.clear()
+        self._queued_count = 0
         if self._inflight:
             log.info("stopping: finishing %d sends in flight", len(self._inflight))
             await asyncio.wait(self._inflight, timeout=DRAIN_TIMEOUT)
         with contextlib.suppress(DatabaseUnavailable):
-            await self._flush()
+            async with db.translated(), self.pool.connection() as conn:
+                await self._flush(conn)
 
     async def _close(self) -> None:
         for task in self._inflight:
@@ -174,34 +231,75 @@ class Publisher:
     # -- one turn of the loop ---------------------------------------------------------------
 
     async def _turn(self) -> bool:
-        """Write back, fan out, claim. True when there is probably more to do right away."""
-        await self._flush()
-        async with db.translated(), self.pool.connection() as conn:
-            dispatched = await outbox.fan_out(conn, FAN_OUT_BATCH)
+        """Write back and claim, on one connection. True when there is probably more to claim
+        right away."""
         await self._refresh_subscriptions()
-        free = self.concurrency - len(self._inflight)
-        if free <= 0:
-            return dispatched == FAN_OUT_BATCH
+        claimed: list[outbox.Claimed] = []
+        room = self._claim_limit - len(self._inflight) - self._queued_count
         async with db.translated(), self.pool.connection() as conn:
-            claimed = await outbox.claim(
-                conn,
-                me=self.me,
-                limit=free,
-                lease=self.settings.lease_timeout,
-                brokers=list(self.brokers),
-                cap=min(self.settings.subscriber_concurrency, self.concurrency),
-                in_flight=dict(self._per_subscription),
-            )
+            disabled = await self._flush(conn)
+            if room >= self._claim_min or (room > 0 and not self._inflight):
+                claimed = await outbox.claim(
+                    conn,
+                    me=self.me,
+                    limit=room,
+                    lease=self.settings.lease_timeout,
+                    brokers=list(self.brokers),
+                    cap=self._claim_cap,
+                    in_flight=self._claims_held(),
+                )
+        if disabled:
+            await self._refresh_subscriptions(force=True)
+        now = time.monotonic()
         for item in claimed:
-            self._per_subscription[item.subscription_id] += 1
-            task = asyncio.create_task(self._deliver(item))
-            self._inflight.add(task)
-            task.add_done_callback(self._finished)
-        return dispatched == FAN_OUT_BATCH or (len(claimed) == free and free > 0)
+            self._queued.setdefault(item.subscription_id, deque()).append((now, item))
+        self._queued_count += len(claimed)
+        self._start_sends()
+        return bool(claimed) and len(claimed) == room
+
+    def _claims_held(self) -> dict[str, int]:
+        """Claims this publisher holds (sending or waiting), per subscription."""
+        held = dict(self._sending)
+        for subscription_id, queue in self._queued.items():
+            held[subscription_id] = held.get(subscription_id, 0) + len(queue)
+        return held
+
+    def _start_sends(self) -> None:
+        """Start claimed deliveries while send slots are free, taking subscriptions in turn and
+        none beyond its share of slots."""
+        if self._stopping:
+            return
+        now = time.monotonic()
+        while self._queued and len(self._inflight) < self.concurrency:
+            started = False
+            for subscription_id in list(self._queued):
+                if len(self._inflight) >= self.concurrency:
+                    break
+                if self._sending[subscription_id] >= self.cap:
+                    continue
+                queue = self._queued.pop(subscription_id)
+                claimed_at, item = queue.popleft()
+                if queue:
+                    self._queued[subscription_id] = queue  # to the back: the next one goes first
+                self._queued_count -= 1
+                started = True
+                if now - claimed_at > self._max_wait:
+                    # Too close to the end of its lease to be sent safely: give it back.
+                    self._completions.append(outbox.Completion.release(item))
+                    continue
+                self._sending[subscription_id] += 1
+                task = asyncio.create_task(self._deliver(item))
+                self._inflight.add(task)
+                task.add_done_callback(self._finished)
+            if not started:
+                break
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
-        self._wake.set()
+        self._start_sends()
+        room = self._claim_limit - len(self._inflight) - self._queued_count
+        if room >= self._claim_min or not self._inflight:
+            self._wake.set()
 
     async def _deliver(self, item: outbox.Claimed) -> None:
         try:
@@ -210,9 +308,9 @@ class Publisher:
             log.exception("sink failed on event %s", item.event_id)
             result = Result(ok=False, error=f"internal error: {type(exc).__name__}")
         finally:
-            self._per_subscription[item.subscription_id] -= 1
-            if self._per_subscription[item.subscription_id] <= 0:
-                del self._per_subscription[item.subscription_id]
+            self._sending[item.subscription_id] -= 1
+            if self._sending[item.subscription_id] <= 0:
+                del self._sending[item.subscription_id]
         self._record(item, result)
 
     async def _send(self, item: outbox.Claimed) -> Result:
@@ -272,25 +370,25 @@ class Publisher:
         scheduled = self.settings.retry_schedule[attempt - 1].total_seconds() * random.uniform(0.8, 1.2)
         return timedelta(seconds=max(scheduled, retry_after or 0.0))
 
-    async def _flush(self) -> None:
+    async def _flush(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        """Write back finished attempts (and released claims), and disable subscribers that
+        answered 410; True when some were disabled."""
         if not self._completions and not self._gone:
-            return
+            return False
         completions, self._completions = self._completions, []
         gone, self._gone = self._gone, {}
         try:
-            async with db.translated(), self.pool.connection() as conn:
-                for subscription_id, reason in gone.items():
-                    await outbox.disable_gone(conn, subscription_id, reason)
-                if completions:
-                    await outbox.complete(conn, self.me, completions)
-        except DatabaseUnavailable:
+            for subscription_id, reason in gone.items():
+                await outbox.disable_gone(conn, subscription_id, reason)
+            if completions:
+                await outbox.complete(conn, self.me, completions)
+        except (DatabaseUnavailable, psycopg.Error):
             # Keep them for the next turn; if the lease runs out first, another publisher
             # sends again, which at-least-once allows.
             self._completions[:0] = completions
             self._gone.update(gone)
             raise
-        if gone:
-            await self._refresh_subscriptions(force=True)
+        return bool(gone)
 
     async def _refresh_subscriptions(self, force: bool = False) -> None:
         if not force and time.monotonic() - self._subscriptions_loaded_at < SUBSCRIPTION_REFRESH:
@@ -311,19 +409,62 @@ class Publisher:
                 ) as conn:
                     await conn.execute(f"LISTEN {notify.CHANNEL}")
                     backoff = 0.5
-                    self._wake.set()  # anything committed while we were not listening
+                    self._notified()  # anything committed while we were not listening
                     async for _ in conn.notifies():
-                        self._wake.set()
+                        self._notified()
             except psycopg.Error as exc:
                 log.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
 
+    async def _keep_statistics(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        try:
+            if await outbox.keep_statistics(conn, self._fanned_since_analyze):
+                self._fanned_since_analyze = 0
+        except psycopg.errors.InsufficientPrivilege:
+            log.warning("cannot ANALYZE deliveries (not its owner); leaving its statistics to autovacuum")
+            self._analyze = False
 
-async def _first(*waits: Any, timeout: float) -> None:
+    def _notified(self) -> None:
+        """New outbox events were committed: fan them out."""
+        self._fan_out_due.set()
+
+    async def _fan_out_loop(self, stop: asyncio.Event) -> None:
+        """Fan out new events into deliveries, beside the claiming loop (a deep backlog of
+        events takes many batches, and sends go on meanwhile); wakes the loop when there are
+        new deliveries to claim."""
+        while not stop.is_set():
+            await self._fan_out_due.wait()
+            self._fan_out_due.clear()
+            try:
+                async with db.translated(), self.pool.connection() as conn:
+                    fanned = await outbox.fan_out(conn, FAN_OUT_BATCH)
+                    dispatched = fanned.events
+                    self._fanned_since_analyze += fanned.deliveries
+                    if self._fanned_since_analyze >= ANALYZE_AFTER and self._analyze:
+                        await self._keep_statistics(conn)
+            except DatabaseUnavailable as exc:
+                log.warning("fan-out: database unavailable: %s; retrying", exc)
+                dispatched = 0
+                await _first(stop.wait(), timeout=self.settings.poll_interval.total_seconds())
+                self._fan_out_due.set()
+            except Exception:
+                log.exception("fan-out failed; retrying")
+                dispatched = 0
+                await _first(stop.wait(), timeout=self.settings.poll_interval.total_seconds())
+                self._fan_out_due.set()
+            if dispatched:
+                self._wake.set()
+            if dispatched == FAN_OUT_BATCH:
+                self._fan_out_due.set()
+
+
+async def _first(*waits: Any, timeout: float) -> bool:
+    """Wait for the first of `waits`; False when the timeout came first."""
     tasks = [asyncio.ensure_future(w) for w in waits]
     try:
-        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in tasks:
             task.cancel()
+    return bool(done)

@@ -20,14 +20,38 @@ async def test_a_second_fan_out_waits_for_the_first_instead_of_taking_later_even
     first = await psycopg.AsyncConnection.connect(database_url)  # a transaction left open
     second = await psycopg.AsyncConnection.connect(database_url, autocommit=True)
     try:
-        assert await outbox.fan_out(first, limit=2) == 2  # queued, processing: not committed yet
+        assert (await outbox.fan_out(first, limit=2)).events == 2  # queued, processing: not committed yet
         # Without the gate this takes rendering and completed, and committing them first would
         # let `completed` be claimed before `queued` has a delivery row at all.
-        assert await outbox.fan_out(second, limit=10) == 0
+        assert (await outbox.fan_out(second, limit=10)).events == 0
         await first.commit()
-        assert await outbox.fan_out(second, limit=10) == 2
+        assert await outbox.fan_out(second, limit=10) == outbox.FannedOut(events=2, deliveries=2)
     finally:
         await first.close()
         await second.close()
     seqs = [scalar(database_url, "SELECT array_agg(event_seq ORDER BY id) FROM deliveries WHERE job_id = 'job-fan'")]
     assert seqs[0] == sorted(seqs[0])
+
+
+async def test_statistics_are_refreshed_when_the_deliveries_table_has_doubled(database_url: str) -> None:
+    def reltuples() -> float:
+        return float(scalar(database_url, "SELECT reltuples FROM pg_class WHERE oid = 'deliveries'::regclass"))
+
+    await admin(database_url, lambda c: subscriptions.add(c, MASTER_KEY, "http://127.0.0.1:9/hook"))
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO jobs (id, service, status) SELECT 'stats-' || i, 'hedra', 'completed'"
+            " FROM generate_series(1, 300) i"
+        )
+        await conn.execute(
+            "INSERT INTO outbox_events (job_id, status, type, payload) SELECT 'stats-' || i,"
+            " 'completed', 'job.completed', '{\"data\": {}}'::jsonb FROM generate_series(1, 300) i"
+        )
+        fanned = await outbox.fan_out(conn, limit=1000)
+        assert fanned == outbox.FannedOut(events=300, deliveries=300)
+        assert reltuples() < 0  # never analyzed
+        assert await outbox.keep_statistics(conn, fanned.deliveries)
+        assert reltuples() == 300
+        # 299 more rows would not double it: the estimate is good enough, no ANALYZE.
+        assert not await outbox.keep_statistics(conn, 299)
+        assert await outbox.keep_statistics(conn, 300)
