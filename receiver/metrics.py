@@ -57,6 +57,12 @@ DELIVERIES = Counter(
     "Delivery attempts by sink kind (http, nats, amqp) and outcome (delivered, retry, dead, gone).",
     ["kind", "outcome"],
 )
+CLAIMS_RELEASED = Counter(
+    "receiver_delivery_claims_released",
+    "Claimed deliveries given back unattempted: they waited for a send slot too close to their "
+    "lease's end (reason=stale; a subscriber slower than its share of slots), or the publisher stopped.",
+    ["reason"],
+)
 DELIVERY_LATENCY = Histogram(
     "receiver_delivery_latency_seconds",
     "Time from the state change's commit to the subscriber's acknowledgement.",

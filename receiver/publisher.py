@@ -206,6 +206,7 @@ class Publisher:
         # Claims not started go back at once, for another publisher (or the next start).
         for queue in self._queued.values():
             self._completions.extend(outbox.Completion.release(item) for _, item in queue)
+            metrics.CLAIMS_RELEASED.labels("stopping").inc(len(queue))
         self._queued.clear()
         self._queued_count = 0
         if self._inflight:
@@ -286,6 +287,8 @@ class Publisher:
                 if now - claimed_at > self._max_wait:
                     # Too close to the end of its lease to be sent safely: give it back.
                     self._completions.append(outbox.Completion.release(item))
+                    metrics.CLAIMS_RELEASED.labels("stale").inc()
+                    log.debug("claim of delivery %d waited too long for a slot; released", item.delivery_id)
                     continue
                 self._sending[subscription_id] += 1
                 task = asyncio.create_task(self._deliver(item))

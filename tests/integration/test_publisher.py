@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 import standardwebhooks
+from prometheus_client import REGISTRY
 
 from receiver import outbox, subscriptions
 from receiver.config import Settings
@@ -317,7 +318,14 @@ async def _started(server: object) -> bool:
     return bool(getattr(server, "started", False))
 
 
-async def test_a_slow_subscriber_does_not_delay_the_others(settings: Settings, receiver: Receiver) -> None:
+# lease 10 s, timeout 5 s: no time for a claim to wait, claims only for free slots;
+# lease 30 s: claims a batch ahead (the default configuration).
+CLAIM_MODES = pytest.mark.parametrize("lease", [10, 30], ids=["claims-for-free-slots", "claims-ahead"])
+
+
+@CLAIM_MODES
+async def test_a_slow_subscriber_does_not_delay_the_others(settings: Settings, receiver: Receiver, lease: int) -> None:
+    settings = settings.replace(lease_timeout=timedelta(seconds=lease))
     slow = await Subscriber(delay=2.0).start()
     fast = await Subscriber().start()
     try:
@@ -342,9 +350,11 @@ async def test_a_slow_subscriber_does_not_delay_the_others(settings: Settings, r
         await fast.stop()
 
 
+@CLAIM_MODES
 async def test_a_deep_backlog_of_one_subscriber_does_not_take_every_slot(
-    settings: Settings, receiver: Receiver
+    settings: Settings, receiver: Receiver, lease: int
 ) -> None:
+    settings = settings.replace(lease_timeout=timedelta(seconds=lease))
     slow = await Subscriber(delay=3.0).start()
     fast = await Subscriber().start()
     try:
@@ -365,3 +375,69 @@ async def test_a_deep_backlog_of_one_subscriber_does_not_take_every_slot(
     finally:
         await slow.stop()
         await fast.stop()
+
+
+def _released(reason: str) -> float:
+    return REGISTRY.get_sample_value("receiver_delivery_claims_released_total", {"reason": reason}) or 0.0
+
+
+async def test_claims_run_one_batch_ahead_and_go_back_unattempted_on_stop(
+    settings: Settings, receiver: Receiver
+) -> None:
+    slow = await Subscriber(delay=1.0).start()
+    try:
+        await _subscribe(settings, slow.url())
+        for _ in range(10):
+            await receiver.post(doitong_body(_job(), "completed"))
+        assert settings.database_url is not None
+        url = settings.database_url
+        ahead = settings.replace(lease_timeout=timedelta(seconds=30), subscriber_concurrency=2)
+        released = _released("stopping")
+        async with publishing(ahead, concurrency=2):
+            assert await eventually(lambda: _true(len(slow.received) == 2))
+            # Two sending, two more claimed and waiting for a slot.
+            assert await eventually(
+                lambda: _true(scalar(url, "SELECT count(*) FROM deliveries WHERE claimed_by IS NOT NULL") == 4)
+            )
+        # Stopped: the two sends finished and were recorded; the two waiting went back as they were.
+        assert len(slow.received) == 2
+        assert _released("stopping") - released == 2
+        states = query(url, "SELECT state, attempts, claimed_by IS NULL FROM deliveries ORDER BY state, attempts")
+        assert states == [("delivered", 1, True)] * 2 + [("pending", 0, True)] * 8
+    finally:
+        await slow.stop()
+
+
+async def test_a_claim_that_waited_too_long_for_a_slot_is_given_back_and_sent_later(
+    settings: Settings, receiver: Receiver
+) -> None:
+    # lease 8 s - timeout 2 s - margin 5 s: a claim may wait 1 s for a slot. Each send takes
+    # 1.5 s with one slot, so the claim taken ahead goes stale and must be released, not sent.
+    slow = await Subscriber(delay=1.5).start()
+    try:
+        await _subscribe(settings, slow.url())
+        jobs = [_job() for _ in range(3)]
+        for job in jobs:
+            await receiver.post(doitong_body(job, "completed"))
+        tight = settings.replace(
+            lease_timeout=timedelta(seconds=8), http_timeout=timedelta(seconds=2), subscriber_concurrency=1
+        )
+        released = _released("stale")
+        async with publishing(tight, concurrency=1):
+            got = await slow.wait_for(3, timeout=15)
+            assert settings.database_url is not None
+            url = settings.database_url
+            assert await eventually(
+                lambda: _true(scalar(url, "SELECT count(*) FROM deliveries WHERE state = 'delivered'") == 3)
+            )
+        assert len(got) == 3
+        assert sorted(orjson.loads(r.body)["data"]["id"] for r in got) == sorted(jobs)
+        assert _released("stale") - released >= 1
+        # Released claims were never attempted: every delivery took exactly one attempt.
+        assert query(url, "SELECT attempts FROM deliveries") == [(1,), (1,), (1,)]
+    finally:
+        await slow.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value
