@@ -954,7 +954,7 @@ class Ctx:
         return (
             f"receiver publish --concurrency {self.args.concurrency}, "
             f"RECEIVER_SUBSCRIBER_CONCURRENCY={self.args.subscriber_concurrency}, other settings default "
-            "(RECEIVER_POLL_INTERVAL 1s, pool 3+1 connections + LISTEN)"
+            "(RECEIVER_POLL_INTERVAL 1s, pool 4+1 connections + LISTEN)"
         )
 
     @property
