@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-import uvloop
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from receiver import crypto, db, durations, models, outbox, subscriptions
@@ -80,7 +80,12 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(f"--metrics-port: {port} is not a port number")
     settings.require_database_url()
     # uvloop, as `receiver serve` runs on: a publisher spends most of its time in the event loop.
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    loop_factory = None
+    if sys.platform != "win32":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(worker.publish(settings, concurrency=concurrency, metrics_port=port))
     return 0
 

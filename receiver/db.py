@@ -56,21 +56,9 @@ def create_engine(database_url: str, *, pool_size: int = 5, timeout: timedelta |
     )
 
 
-def create_pool(
-    database_url: str, *, size: int, timeout: timedelta, name: str = "ingest", durable: bool = True
-) -> AsyncConnectionPool:
-    """The hot-path pool. Not opened: call `await pool.open(wait=False)`.
-
-    `durable=False` turns off synchronous_commit for the pool's sessions: a commit returns
-    before its WAL reaches the disk, so a database crash can forget the last fraction of a
-    second of them. Only for writes that are safe to do again: the publisher's (a forgotten
-    completion means a repeated send, which at-least-once allows; a forgotten fan-out or claim
-    is done again). Never for ingest, whose 2xx promises the webhook is stored."""
+def create_pool(database_url: str, *, size: int, timeout: timedelta, name: str = "ingest") -> AsyncConnectionPool:
+    """The hot-path pool. Not opened: call `await pool.open(wait=False)`."""
     seconds = timeout.total_seconds()
-
-    async def not_waiting_for_disk(conn: psycopg.AsyncConnection[Any]) -> None:
-        await conn.execute("SET synchronous_commit = off")
-
     return AsyncConnectionPool(
         libpq_url(database_url),
         min_size=size,
@@ -85,7 +73,6 @@ def create_pool(
             # the publisher's claim/complete): autocommit saves the BEGIN and COMMIT round trips.
             "autocommit": True,
         },
-        configure=None if durable else not_waiting_for_disk,
         name=name,
     )
 

@@ -60,7 +60,8 @@ DELIVERIES = Counter(
 CLAIMS_RELEASED = Counter(
     "receiver_delivery_claims_released",
     "Claimed deliveries given back unattempted: they waited for a send slot too close to their "
-    "lease's end (reason=stale; a subscriber slower than its share of slots), or the publisher stopped.",
+    "lease's end (stale: a subscriber slower than its share of slots), their subscriber was "
+    "disabled or answered 410 (disabled), or the publisher stopped (stopping).",
     ["reason"],
 )
 DELIVERY_LATENCY = Histogram(

@@ -107,9 +107,12 @@ UPDATE deliveries d SET
     last_attempt_at = now()
 FROM due, outbox_events o
 WHERE d.id = due.id AND o.id = d.event_id
-RETURNING d.id, d.subscription_id, d.attempts, o.id, o.type, o.job_id, o.payload::text, o.created_at
+RETURNING d.id, d.subscription_id, d.attempts, o.id, o.type, o.job_id, o.payload::text, o.created_at,
+    d.claimed_until
 """
 
+# Only the claim it reports on: `claimed_until` identifies one claim of a row (a row can be
+# claimed again by the same publisher once an earlier claim was released or ran out).
 # A released claim (undo) was never attempted: it goes back as it was, attempt uncounted.
 COMPLETE = """
 UPDATE deliveries d SET
@@ -121,9 +124,10 @@ UPDATE deliveries d SET
     delivered_at = CASE WHEN v.state = 'delivered' THEN now() ELSE d.delivered_at END,
     claimed_by = NULL,
     claimed_until = NULL
-FROM unnest(%(ids)s::bigint[], %(states)s::text[], %(statuses)s::integer[], %(errors)s::text[],
-            %(nexts)s::timestamptz[], %(undo)s::boolean[]) AS v(id, state, status, error, next_attempt_at, undo)
-WHERE d.id = v.id AND d.claimed_by = %(me)s
+FROM unnest(%(ids)s::bigint[], %(claims)s::timestamptz[], %(states)s::text[], %(statuses)s::integer[],
+            %(errors)s::text[], %(nexts)s::timestamptz[], %(undo)s::boolean[])
+     AS v(id, claimed_until, state, status, error, next_attempt_at, undo)
+WHERE d.id = v.id AND d.claimed_by = %(me)s AND d.claimed_until = v.claimed_until
 """
 
 DISABLE_GONE = """
@@ -142,11 +146,13 @@ class Claimed:
     job_id: str
     body: bytes
     event_created_at: datetime
+    claimed_until: datetime  # the lease, and what tells this claim of the row from any later one
 
 
 @dataclass(frozen=True, slots=True)
 class Completion:
     delivery_id: int
+    claimed_until: datetime  # the claim it reports on
     state: DeliveryState
     status: int | None
     error: str | None
@@ -155,7 +161,7 @@ class Completion:
 
     @classmethod
     def release(cls, item: Claimed) -> Completion:
-        return cls(item.delivery_id, "pending", None, None, None, undo=True)
+        return cls(item.delivery_id, item.claimed_until, "pending", None, None, None, undo=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,20 +177,31 @@ async def fan_out(conn: AsyncConnection[Any], limit: int = 1000) -> FannedOut:
     return FannedOut(cursor.rowcount, int(row[0]) if row else 0)
 
 
-async def keep_statistics(conn: AsyncConnection[Any], written: int) -> bool:
+Statistics = Literal["analyzed", "fresh", "not_owner"]
+
+
+async def keep_statistics(conn: AsyncConnection[Any], written: int) -> Statistics:
     """ANALYZE `deliveries` when `written` rows were added since the last time and the table
-    has at least doubled (or has never been analyzed); returns whether it did.
+    has at least doubled (or has never been analyzed).
 
     The claim's plan is only as good as the planner's idea of the table's size, and a backlog
     arrives faster than autovacuum looks (a minute at best; never, where it is off): a plan
     made for an empty table, kept for a table of 100,000 rows, took seconds per claim. The
-    doubling rule keeps the cost to a few ANALYZEs per burst, however large the table."""
-    cursor = await conn.execute("SELECT reltuples FROM pg_class WHERE oid = 'deliveries'::regclass")
+    doubling rule keeps the cost to a few ANALYZEs per burst, however large the table.
+    SKIP_LOCKED: when a VACUUM or another publisher's ANALYZE holds the table, skip the turn
+    instead of waiting behind it."""
+    cursor = await conn.execute(
+        "SELECT reltuples, pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = 'deliveries'::regclass"
+    )
     row = await cursor.fetchone()
-    if row is not None and written < row[0]:
-        return False
-    await conn.execute("ANALYZE deliveries")
-    return True
+    assert row is not None
+    reltuples, owner = row
+    if not owner:
+        return "not_owner"  # PostgreSQL would only warn and skip it
+    if written < reltuples:
+        return "fresh"
+    await conn.execute("ANALYZE (SKIP_LOCKED) deliveries")
+    return "analyzed"
 
 
 async def claim(
@@ -220,6 +237,7 @@ async def claim(
             job_id=row[5],
             body=row[6].encode(),
             event_created_at=row[7],
+            claimed_until=row[8],
         )
         for row in await cursor.fetchall()
     ]
@@ -231,6 +249,7 @@ async def complete(conn: AsyncConnection[Any], me: str, completions: Sequence[Co
         {
             "me": me,
             "ids": [c.delivery_id for c in completions],
+            "claims": [c.claimed_until for c in completions],
             "states": [c.state for c in completions],
             "statuses": [c.status for c in completions],
             "errors": [c.error for c in completions],

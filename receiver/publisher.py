@@ -62,10 +62,7 @@ class Publisher:
         self.concurrency = concurrency or settings.publish_concurrency
         self.me = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         # The loop, the fan-out, /metrics and the reconciler each hold one at a time.
-        # Its writes are all safe to repeat, so their commits need not wait for the disk.
-        self.pool = db.create_pool(
-            self.database_url, size=4, timeout=settings.db_timeout, name="publish", durable=False
-        )
+        self.pool = db.create_pool(self.database_url, size=4, timeout=settings.db_timeout, name="publish")
         self.engine = db.create_engine(self.database_url, pool_size=1, timeout=settings.db_timeout)
         self.http: HttpSender | None = None
         self.doitong: provider.DoitongClient | None = None
@@ -78,9 +75,14 @@ class Publisher:
         self._queued: dict[str, deque[tuple[float, outbox.Claimed]]] = {}
         self._queued_count = 0
         self.cap = min(settings.subscriber_concurrency, self.concurrency)
-        # How long a claim may wait for a send slot: its send must end before its lease does.
-        # The brokers' connect and publish timeouts are shorter than the HTTP one.
-        wait = settings.lease_timeout.total_seconds() - settings.http_timeout.total_seconds() - CLAIM_MARGIN
+        # Every send must end before its claim's lease does (or another publisher could send the
+        # same delivery meanwhile): sends get a deadline of the lease minus a margin, counted
+        # from before the claim was made, and a claim waits for a slot only as long as an HTTP
+        # send could still finish by then.
+        lease = settings.lease_timeout.total_seconds()
+        self._margin = min(CLAIM_MARGIN, lease / 10)
+        self._send_window = lease - self._margin
+        wait = self._send_window - settings.http_timeout.total_seconds()
         if wait > 0:
             # Claim a batch ahead of the free slots, so the next sends are ready when slots free up.
             self._max_wait = wait
@@ -98,7 +100,7 @@ class Publisher:
         self._analyze = True
         self._fan_out_due = asyncio.Event()
         self._fan_out_due.set()
-        self._stopping = False
+        self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self.ready = False
 
@@ -106,6 +108,7 @@ class Publisher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until `stop` is set, then finish the sends in flight and return."""
+        self._stop = stop
         await self._start()
         listener = asyncio.create_task(self._listen(stop), name="outbox-listen")
         fanning = asyncio.create_task(self._fan_out_loop(stop), name="outbox-fan-out")
@@ -126,13 +129,8 @@ class Publisher:
                 if more:
                     await asyncio.sleep(0)
                     continue
-                woken = await _first(
-                    self._wake.wait(), stop.wait(), timeout=self.settings.poll_interval.total_seconds()
-                )
-                if not woken:
-                    self._fan_out_due.set()  # a NOTIFY may have been missed
+                await _first(self._wake.wait(), stop.wait(), timeout=self.settings.poll_interval.total_seconds())
         finally:
-            self._stopping = True
             # A fan-out is one statement: cancelled, it is rolled back and done again later.
             for task in (listener, fanning):
                 task.cancel()
@@ -203,12 +201,13 @@ class Publisher:
                 await subscriptions.ensure_broker(conn, kind, sink.display_url)
 
     async def _drain(self) -> None:
-        # Claims not started go back at once, for another publisher (or the next start).
-        for queue in self._queued.values():
-            self._completions.extend(outbox.Completion.release(item) for _, item in queue)
-            metrics.CLAIMS_RELEASED.labels("stopping").inc(len(queue))
-        self._queued.clear()
-        self._queued_count = 0
+        # Claims not started go back at once, for another publisher (or the next start), before
+        # the sends in flight are waited for.
+        for subscription_id in list(self._queued):
+            self._release_queue(subscription_id, "stopping")
+        with contextlib.suppress(DatabaseUnavailable):
+            async with db.translated(), self.pool.connection() as conn:
+                await self._flush(conn)
         if self._inflight:
             log.info("stopping: finishing %d sends in flight", len(self._inflight))
             await asyncio.wait(self._inflight, timeout=DRAIN_TIMEOUT)
@@ -235,11 +234,14 @@ class Publisher:
         """Write back and claim, on one connection. True when there is probably more to claim
         right away."""
         await self._refresh_subscriptions()
+        self._release_stale(time.monotonic())
         claimed: list[outbox.Claimed] = []
         room = self._claim_limit - len(self._inflight) - self._queued_count
+        claimed_at = time.monotonic()  # before the database's now(), which starts the lease
         async with db.translated(), self.pool.connection() as conn:
             disabled = await self._flush(conn)
             if room >= self._claim_min or (room > 0 and not self._inflight):
+                claimed_at = time.monotonic()
                 claimed = await outbox.claim(
                     conn,
                     me=self.me,
@@ -249,12 +251,11 @@ class Publisher:
                     cap=self._claim_cap,
                     in_flight=self._claims_held(),
                 )
+        for item in claimed:
+            self._queued.setdefault(item.subscription_id, deque()).append((claimed_at, item))
+        self._queued_count += len(claimed)
         if disabled:
             await self._refresh_subscriptions(force=True)
-        now = time.monotonic()
-        for item in claimed:
-            self._queued.setdefault(item.subscription_id, deque()).append((now, item))
-        self._queued_count += len(claimed)
         self._start_sends()
         return bool(claimed) and len(claimed) == room
 
@@ -265,12 +266,40 @@ class Publisher:
             held[subscription_id] = held.get(subscription_id, 0) + len(queue)
         return held
 
+    def _release_stale(self, now: float) -> None:
+        """Give back claims that waited too long for a slot (their send could not finish within
+        the lease), and every claim of a subscription that is no longer enabled (410 Gone, or
+        disabled by an operator: its deliveries wait until it is enabled again)."""
+        for subscription_id in list(self._queued):
+            subscription = self.subscriptions.get(subscription_id)
+            if subscription_id in self._gone or (subscription is not None and subscription.state != "enabled"):
+                self._release_queue(subscription_id, "disabled")
+                continue
+            queue = self._queued[subscription_id]
+            while queue and now - queue[0][0] > self._max_wait:  # oldest first
+                _, item = queue.popleft()
+                self._queued_count -= 1
+                self._completions.append(outbox.Completion.release(item))
+                metrics.CLAIMS_RELEASED.labels("stale").inc()
+                log.debug("claim of delivery %d waited too long for a slot; released", item.delivery_id)
+            if not queue:
+                del self._queued[subscription_id]
+
+    def _release_queue(self, subscription_id: str, reason: str) -> None:
+        queue = self._queued.pop(subscription_id, None)
+        if not queue:
+            return
+        self._queued_count -= len(queue)
+        self._completions.extend(outbox.Completion.release(item) for _, item in queue)
+        metrics.CLAIMS_RELEASED.labels(reason).inc(len(queue))
+
     def _start_sends(self) -> None:
         """Start claimed deliveries while send slots are free, taking subscriptions in turn and
         none beyond its share of slots."""
-        if self._stopping:
+        if self._stop.is_set():
             return
         now = time.monotonic()
+        self._release_stale(now)
         while self._queued and len(self._inflight) < self.concurrency:
             started = False
             for subscription_id in list(self._queued):
@@ -284,14 +313,8 @@ class Publisher:
                     self._queued[subscription_id] = queue  # to the back: the next one goes first
                 self._queued_count -= 1
                 started = True
-                if now - claimed_at > self._max_wait:
-                    # Too close to the end of its lease to be sent safely: give it back.
-                    self._completions.append(outbox.Completion.release(item))
-                    metrics.CLAIMS_RELEASED.labels("stale").inc()
-                    log.debug("claim of delivery %d waited too long for a slot; released", item.delivery_id)
-                    continue
                 self._sending[subscription_id] += 1
-                task = asyncio.create_task(self._deliver(item))
+                task = asyncio.create_task(self._deliver(item, claimed_at))
                 self._inflight.add(task)
                 task.add_done_callback(self._finished)
             if not started:
@@ -304,9 +327,13 @@ class Publisher:
         if room >= self._claim_min or not self._inflight:
             self._wake.set()
 
-    async def _deliver(self, item: outbox.Claimed) -> None:
+    async def _deliver(self, item: outbox.Claimed, claimed_at: float) -> None:
+        deadline = claimed_at + self._send_window
         try:
-            result = await self._send(item)
+            result = await asyncio.wait_for(self._send(item), max(deadline - time.monotonic(), 0.0))
+        except TimeoutError:
+            # Whatever the sink's own timeouts: no send may outlive its lease.
+            result = Result(ok=False, error="send did not finish within the claim's lease")
         except Exception as exc:  # a bug in a sink must not lose the delivery: retry it
             log.exception("sink failed on event %s", item.event_id)
             result = Result(ok=False, error=f"internal error: {type(exc).__name__}")
@@ -345,22 +372,29 @@ class Publisher:
             "error": result.error,
         }
         if result.ok:
-            completion = outbox.Completion(item.delivery_id, "delivered", result.status, None, None)
+            completion = outbox.Completion(item.delivery_id, item.claimed_until, "delivered", result.status, None, None)
             metrics.DELIVERY_LATENCY.labels(kind).observe((now - item.event_created_at).total_seconds())
             outcome = "delivered"
             log.debug("delivered", extra={"fields": fields})
         elif result.gone:
-            completion = outbox.Completion(item.delivery_id, "dead", result.status, result.error, None)
+            completion = outbox.Completion(
+                item.delivery_id, item.claimed_until, "dead", result.status, result.error, None
+            )
             self._gone[item.subscription_id] = f"410 Gone at {now.isoformat(timespec='seconds')}"
+            self._release_queue(item.subscription_id, "disabled")
             outcome = "gone"
             log.warning("subscriber answered 410 Gone: disabling it", extra={"fields": fields})
         elif item.attempt > len(self.settings.retry_schedule):
-            completion = outbox.Completion(item.delivery_id, "dead", result.status, result.error, None)
+            completion = outbox.Completion(
+                item.delivery_id, item.claimed_until, "dead", result.status, result.error, None
+            )
             outcome = "dead"
             log.error("delivery is dead after %d attempts", item.attempt, extra={"fields": fields})
         else:
             wait = self._wait_before_retry(item.attempt, result.retry_after)
-            completion = outbox.Completion(item.delivery_id, "pending", result.status, result.error, now + wait)
+            completion = outbox.Completion(
+                item.delivery_id, item.claimed_until, "pending", result.status, result.error, now + wait
+            )
             outcome = "retry"
             log.info("delivery failed; retrying in %.1fs", wait.total_seconds(), extra={"fields": fields})
         metrics.DELIVERIES.labels(kind, outcome).inc()
@@ -385,10 +419,16 @@ class Publisher:
                 await outbox.disable_gone(conn, subscription_id, reason)
             if completions:
                 await outbox.complete(conn, self.me, completions)
-        except (DatabaseUnavailable, psycopg.Error):
+        except (DatabaseUnavailable, psycopg.OperationalError):
             # Keep them for the next turn; if the lease runs out first, another publisher
             # sends again, which at-least-once allows.
             self._completions[:0] = completions
+            self._gone.update(gone)
+            raise
+        except psycopg.Error:
+            # Not the connection: the same batch would fail again and stop every turn. Drop it;
+            # the claims run out and are sent again.
+            log.exception("writing back %d outcomes failed; their claims will expire", len(completions))
             self._gone.update(gone)
             raise
         return bool(gone)
@@ -422,10 +462,15 @@ class Publisher:
 
     async def _keep_statistics(self, conn: psycopg.AsyncConnection[Any]) -> None:
         try:
-            if await outbox.keep_statistics(conn, self._fanned_since_analyze):
-                self._fanned_since_analyze = 0
-        except psycopg.errors.InsufficientPrivilege:
-            log.warning("cannot ANALYZE deliveries (not its owner); leaving its statistics to autovacuum")
+            outcome = await outbox.keep_statistics(conn, self._fanned_since_analyze)
+        except psycopg.Error as exc:
+            log.warning("ANALYZE deliveries failed (%s); trying again after more fan-outs", exc)
+            self._fanned_since_analyze = 0
+            return
+        if outcome == "analyzed":
+            self._fanned_since_analyze = 0
+        elif outcome == "not_owner":
+            log.warning("cannot ANALYZE deliveries (this role does not own it); leaving its statistics to autovacuum")
             self._analyze = False
 
     def _notified(self) -> None:
@@ -435,31 +480,30 @@ class Publisher:
     async def _fan_out_loop(self, stop: asyncio.Event) -> None:
         """Fan out new events into deliveries, beside the claiming loop (a deep backlog of
         events takes many batches, and sends go on meanwhile); wakes the loop when there are
-        new deliveries to claim."""
+        new deliveries to claim. Runs on a NOTIFY, and every poll interval in any case: a
+        NOTIFY can be lost (the server drops them when its pool is busy)."""
+        poll = self.settings.poll_interval.total_seconds()
         while not stop.is_set():
-            await self._fan_out_due.wait()
+            await _first(self._fan_out_due.wait(), stop.wait(), timeout=poll)
+            if stop.is_set():
+                return
             self._fan_out_due.clear()
             try:
                 async with db.translated(), self.pool.connection() as conn:
                     fanned = await outbox.fan_out(conn, FAN_OUT_BATCH)
-                    dispatched = fanned.events
+                    if fanned.events:
+                        self._wake.set()
+                    if fanned.events == FAN_OUT_BATCH:
+                        self._fan_out_due.set()
                     self._fanned_since_analyze += fanned.deliveries
                     if self._fanned_since_analyze >= ANALYZE_AFTER and self._analyze:
                         await self._keep_statistics(conn)
             except DatabaseUnavailable as exc:
                 log.warning("fan-out: database unavailable: %s; retrying", exc)
-                dispatched = 0
-                await _first(stop.wait(), timeout=self.settings.poll_interval.total_seconds())
-                self._fan_out_due.set()
+                await _first(stop.wait(), timeout=poll)
             except Exception:
                 log.exception("fan-out failed; retrying")
-                dispatched = 0
-                await _first(stop.wait(), timeout=self.settings.poll_interval.total_seconds())
-                self._fan_out_due.set()
-            if dispatched:
-                self._wake.set()
-            if dispatched == FAN_OUT_BATCH:
-                self._fan_out_due.set()
+                await _first(stop.wait(), timeout=poll)
 
 
 async def _first(*waits: Any, timeout: float) -> bool:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import psycopg
 
 from receiver import outbox, subscriptions
-from tests.support import MASTER_KEY, admin, doitong_body, running, scalar, settings_for
+from tests.support import MASTER_KEY, admin, doitong_body, execute, running, scalar, settings_for
 
 
 async def test_a_second_fan_out_waits_for_the_first_instead_of_taking_later_events(
@@ -50,8 +51,16 @@ async def test_statistics_are_refreshed_when_the_deliveries_table_has_doubled(da
         fanned = await outbox.fan_out(conn, limit=1000)
         assert fanned == outbox.FannedOut(events=300, deliveries=300)
         assert reltuples() < 0  # never analyzed
-        assert await outbox.keep_statistics(conn, fanned.deliveries)
+        assert await outbox.keep_statistics(conn, fanned.deliveries) == "analyzed"
         assert reltuples() == 300
         # 299 more rows would not double it: the estimate is good enough, no ANALYZE.
-        assert not await outbox.keep_statistics(conn, 299)
-        assert await outbox.keep_statistics(conn, 300)
+        assert await outbox.keep_statistics(conn, 299) == "fresh"
+        assert await outbox.keep_statistics(conn, 300) == "analyzed"
+    # A role that does not own the table is told so (PostgreSQL itself would only warn).
+    role = "receiver_stats_" + uuid.uuid4().hex[:8]
+    execute(database_url, f"CREATE ROLE {role} LOGIN")
+    try:
+        async with await psycopg.AsyncConnection.connect(database_url, user=role, autocommit=True) as other:
+            assert await outbox.keep_statistics(other, 10**6) == "not_owner"
+    finally:
+        execute(database_url, f"DROP ROLE {role}")

@@ -22,6 +22,7 @@ from tests.support import (
     admin,
     doitong_body,
     eventually,
+    execute,
     publishing,
     query,
     running,
@@ -411,8 +412,8 @@ async def test_claims_run_one_batch_ahead_and_go_back_unattempted_on_stop(
 async def test_a_claim_that_waited_too_long_for_a_slot_is_given_back_and_sent_later(
     settings: Settings, receiver: Receiver
 ) -> None:
-    # lease 8 s - timeout 2 s - margin 5 s: a claim may wait 1 s for a slot. Each send takes
-    # 1.5 s with one slot, so the claim taken ahead goes stale and must be released, not sent.
+    # lease 3.4 s - margin 0.34 s (a tenth) - timeout 2 s: a claim may wait ~1 s for a slot. Each
+    # send takes 1.5 s with one slot, so the claim taken ahead goes stale and must be released.
     slow = await Subscriber(delay=1.5).start()
     try:
         await _subscribe(settings, slow.url())
@@ -420,7 +421,7 @@ async def test_a_claim_that_waited_too_long_for_a_slot_is_given_back_and_sent_la
         for job in jobs:
             await receiver.post(doitong_body(job, "completed"))
         tight = settings.replace(
-            lease_timeout=timedelta(seconds=8), http_timeout=timedelta(seconds=2), subscriber_concurrency=1
+            lease_timeout=timedelta(seconds=3.4), http_timeout=timedelta(seconds=2), subscriber_concurrency=1
         )
         released = _released("stale")
         async with publishing(tight, concurrency=1):
@@ -441,3 +442,61 @@ async def test_a_claim_that_waited_too_long_for_a_slot_is_given_back_and_sent_la
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_events_committed_without_a_notify_are_fanned_out_while_the_publisher_is_busy(
+    settings: Settings, receiver: Receiver
+) -> None:
+    # NOTIFYs can be lost (the server drops them when its pool is busy); a busy publisher, whose
+    # loop never times out, must still fan out on its poll interval.
+    busy = await Subscriber(delay=0.05).start()
+    watcher = await Subscriber().start()
+    try:
+        await _subscribe(settings, busy.url())
+        for _ in range(100):
+            await receiver.post(doitong_body(_job(), "completed"))
+        await _subscribe(settings, watcher.url())
+        assert settings.database_url is not None
+        url = settings.database_url
+        async with publishing(settings.replace(subscriber_concurrency=2), concurrency=4):
+            assert await eventually(lambda: _true(len(busy.received) >= 5))
+            job = _job()
+            execute(  # the state change a webhook would make, with no NOTIFY at all
+                url,
+                "SELECT receiver_apply_job_event(%s, 'completed', 'test', NULL, NULL, NULL, 'hedra',"
+                " NULL, NULL, NULL, NULL, NULL, NULL)",
+                (job,),
+            )
+            got = await watcher.wait_for(1, timeout=1.5)
+            still_busy = len(busy.received) < 100
+        assert [orjson.loads(r.body)["data"]["id"] for r in got] == [job]
+        assert still_busy  # it arrived while the backlog was still being sent
+    finally:
+        await busy.stop()
+        await watcher.stop()
+
+
+async def test_claims_waiting_for_a_subscriber_that_answers_410_go_back_unsent(
+    settings: Settings, receiver: Receiver
+) -> None:
+    gone = await Subscriber(default=410, delay=0.5).start()
+    try:
+        added = await _subscribe(settings, gone.url())
+        for _ in range(8):
+            await receiver.post(doitong_body(_job(), "completed"))
+        assert settings.database_url is not None
+        url = settings.database_url
+        ahead = settings.replace(lease_timeout=timedelta(seconds=30), subscriber_concurrency=2)
+        async with publishing(ahead, concurrency=2):
+            assert await eventually(
+                lambda: _true(scalar(url, "SELECT state FROM subscriptions WHERE id = %s", (added.id,)) == "disabled")
+            )
+            await asyncio.sleep(0.5)
+        # The two sends in flight got their 410; the two claims waiting behind them were not sent.
+        assert len(gone.received) == 2
+        assert query(url, "SELECT state, attempts, count(*) FROM deliveries GROUP BY 1, 2 ORDER BY 1") == [
+            ("dead", 1, 2),
+            ("pending", 0, 6),
+        ]
+    finally:
+        await gone.stop()
