@@ -31,6 +31,7 @@ import hmac
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -246,7 +247,9 @@ def create_app(database_url: str, secret: str, pool_size: int = POOL_SIZE) -> An
             if message["type"] == "lifespan.startup":
                 try:
                     await pool.open(wait=True)
-                    async with pool.connection() as conn:
+                    async with pool.connection() as conn, conn.transaction():
+                        # Workers start together: one creates the schema, the others wait for it.
+                        await conn.execute("SELECT pg_advisory_xact_lock(7243)")
                         for statement in SCHEMA:
                             await conn.execute(statement)
                 except Exception as exc:
@@ -275,11 +278,19 @@ def create_app(database_url: str, secret: str, pool_size: int = POOL_SIZE) -> An
     return app
 
 
+def factory() -> Any:
+    """The app of one worker process, when there are several."""
+    return create_app(
+        os.environ["DATABASE_URL"], os.environ["DOITONG_WEBHOOK_SECRET"], int(os.environ["BENCH_BASELINE_POOL"])
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--pool", type=int, default=POOL_SIZE, help="database connections (default 10)")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
     args = parser.parse_args()
     database_url = os.environ.get("DATABASE_URL")
     secret = os.environ.get("DOITONG_WEBHOOK_SECRET")
@@ -287,8 +298,13 @@ def main() -> int:
         print("baseline_app: set DATABASE_URL and DOITONG_WEBHOOK_SECRET", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING)
+    # Several workers need the app as an import string; each builds its own from the environment.
+    os.environ["BENCH_BASELINE_POOL"] = str(args.pool)
     uvicorn.run(
-        create_app(database_url, secret, args.pool),
+        "baseline_app:factory" if args.workers > 1 else create_app(database_url, secret, args.pool),
+        factory=args.workers > 1,
+        workers=args.workers,
+        app_dir=str(Path(__file__).resolve().parent),
         host=args.host,
         port=args.port,
         loop="uvloop" if sys.platform != "win32" else "asyncio",

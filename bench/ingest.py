@@ -312,6 +312,7 @@ class CpuProbe:
 
     def _procs(self) -> dict[int, float]:
         times: dict[int, float] = {}
+        self.parents: dict[int, int] = {}
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
                 continue
@@ -321,7 +322,18 @@ class CpuProbe:
                 continue
             fields = data[data.rfind(b")") + 2 :].split()
             times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / self.clock
+            self.parents[int(entry.name)] = int(fields[1])
         return times
+
+    def _family(self, pid: int) -> set[int]:
+        """`pid` and its descendants (uvicorn's worker processes)."""
+        family = {pid}
+        grew = True
+        while grew:
+            children = {child for child, parent in self.parents.items() if parent in family}
+            grew = not children <= family
+            family |= children
+        return family
 
     def finish(self, server_pid: int, postgres_pids: set[int], loadgen_pid: int) -> CpuShare:
         elapsed = time.monotonic() - self.started
@@ -332,7 +344,7 @@ class CpuProbe:
         def used(pid: int) -> float:
             return max(0.0, now.get(pid, 0.0) - self.procs.get(pid, 0.0)) if pid in now else 0.0
 
-        server = used(server_pid)
+        server = sum(used(pid) for pid in self._family(server_pid))
         postgres = sum(used(pid) for pid in postgres_pids)
         loadgen = used(loadgen_pid)
         busy = busy1 - busy0
@@ -859,7 +871,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         url = stack.enter_context(database(admin_url, f"bench_baseline_{pid}"))
         targets["baseline"] = Target(
             "baseline",
-            [sys.executable, str(BASELINE_APP), "--pool", str(args.pool)],
+            [sys.executable, str(BASELINE_APP), "--pool", str(args.pool), "--workers", str(args.workers)],
             child_env(DATABASE_URL=url, DOITONG_WEBHOOK_SECRET=secret),
             url,
             "SELECT count(*) FROM baseline_inbound",
@@ -875,6 +887,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
             RECEIVER_MASTER_KEY=_master_key(),
             RECEIVER_LOG_LEVEL="warning",
             RECEIVER_DB_POOL_SIZE=str(args.pool),
+            RECEIVER_WORKERS=str(args.workers),
         )
         log("receiver: receiver migrate")
         migrate = subprocess.run(
@@ -1060,6 +1073,13 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=16,
         help="database connections of each app, the same for both (default 16; RECEIVER_DB_POOL_SIZE)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="uvicorn worker processes of each app, the same for both (default 1; RECEIVER_WORKERS); "
+        "--pool is per worker",
     )
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per app (default 3)")
