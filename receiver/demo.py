@@ -190,9 +190,9 @@ async def _subscribe(settings: Settings, key: bytes, url: str) -> subscriptions.
 
 
 async def _serve(stack: AsyncExitStack, settings: Settings) -> None:
-    from receiver.worker import _EmbeddedServer
+    from receiver.embedded_server import EmbeddedServer
 
-    server = _EmbeddedServer(
+    server = EmbeddedServer(
         uvicorn.Config(
             create_app(settings, with_publisher=True),
             host="127.0.0.1",

@@ -7,10 +7,8 @@ their outcomes back and exits 0.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
-from collections.abc import Iterator
 
 import uvicorn
 from starlette.applications import Starlette
@@ -20,19 +18,12 @@ from starlette.routing import Route
 
 from receiver import crypto, db, metrics, outbox
 from receiver.config import Settings
+from receiver.embedded_server import EmbeddedServer
 from receiver.errors import DatabaseUnavailable
 from receiver.publisher import Publisher
 from receiver.state import json_response
 
 log = logging.getLogger("receiver.worker")
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn inside our own loop: the process's signals stay ours."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def metrics_app(publisher: Publisher) -> Starlette:
@@ -60,10 +51,10 @@ async def publish(settings: Settings, *, concurrency: int, metrics_port: int) ->
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     publisher = Publisher(settings, crypto.master_key(settings), concurrency=concurrency)
-    server: _EmbeddedServer | None = None
+    server: EmbeddedServer | None = None
     serving: asyncio.Task[None] | None = None
     if metrics_port:
-        server = _EmbeddedServer(
+        server = EmbeddedServer(
             uvicorn.Config(
                 metrics_app(publisher),
                 host=settings.host,

@@ -18,12 +18,13 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
 
 import uvicorn
 from starlette.applications import Starlette
 
+from receiver.embedded_server import EmbeddedServer
 from receiver.errors import ConfigError
 from receiver.simulator import app, lifecycle
 from receiver.simulator.config import Account, SimulatorConfig
@@ -138,14 +139,6 @@ class Running(NamedTuple):
     url: str
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn inside the caller's loop: the process's signals stay the caller's."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 @contextlib.asynccontextmanager
 async def running(config: SimulatorConfig, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[Running]:
     """A Simulator behind a real uvicorn in this event loop, until the block ends.
@@ -154,7 +147,7 @@ async def running(config: SimulatorConfig, host: str = "127.0.0.1", port: int = 
     """
     sock = _listen(host, port)
     simulator = Simulator(config)
-    server = _EmbeddedServer(
+    server = EmbeddedServer(
         uvicorn.Config(
             simulator.app,
             log_config=None,
