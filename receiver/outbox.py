@@ -177,7 +177,7 @@ async def fan_out(conn: AsyncConnection[Any], limit: int = 1000) -> FannedOut:
     return FannedOut(cursor.rowcount, int(row[0]) if row else 0)
 
 
-Statistics = Literal["analyzed", "fresh", "not_owner"]
+Statistics = Literal["analyzed", "fresh", "skipped", "not_allowed"]
 
 
 async def keep_statistics(conn: AsyncConnection[Any], written: int) -> Statistics:
@@ -188,20 +188,29 @@ async def keep_statistics(conn: AsyncConnection[Any], written: int) -> Statistic
     arrives faster than autovacuum looks (a minute at best; never, where it is off): a plan
     made for an empty table, kept for a table of 100,000 rows, took seconds per claim. The
     doubling rule keeps the cost to a few ANALYZEs per burst, however large the table.
-    SKIP_LOCKED: when a VACUUM or another publisher's ANALYZE holds the table, skip the turn
-    instead of waiting behind it."""
+    SKIP_LOCKED: when a VACUUM or another publisher's ANALYZE holds the table, it is skipped
+    ("skipped") instead of waiting behind it; the caller tries again later."""
+    # Who may ANALYZE: the table's owner or the database's (superusers are members of both),
+    # and from PostgreSQL 17 whoever holds MAINTAIN on it. PostgreSQL itself only warns.
+    maintain = "has_table_privilege(c.oid, 'MAINTAIN')" if conn.info.server_version >= 170000 else "false"
     cursor = await conn.execute(
-        "SELECT reltuples, pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = 'deliveries'::regclass"
+        "SELECT c.reltuples, pg_has_role(c.relowner, 'USAGE') OR pg_has_role(d.datdba, 'USAGE') OR "
+        + maintain
+        + ", pg_stat_get_last_analyze_time(c.oid)"
+        + " FROM pg_class c, pg_database d WHERE c.oid = 'deliveries'::regclass AND d.datname = current_database()"
     )
     row = await cursor.fetchone()
     assert row is not None
-    reltuples, owner = row
-    if not owner:
-        return "not_owner"  # PostgreSQL would only warn and skip it
+    reltuples, allowed, analyzed_at = row
+    if not allowed:
+        return "not_allowed"
     if written < reltuples:
         return "fresh"
     await conn.execute("ANALYZE (SKIP_LOCKED) deliveries")
-    return "analyzed"
+    cursor = await conn.execute("SELECT pg_stat_get_last_analyze_time('deliveries'::regclass)")
+    after = await cursor.fetchone()
+    done = after is not None and after[0] is not None and (analyzed_at is None or after[0] > analyzed_at)
+    return "analyzed" if done else "skipped"
 
 
 async def claim(

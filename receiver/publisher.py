@@ -48,7 +48,8 @@ log = logging.getLogger("receiver.publisher")
 FAN_OUT_BATCH = 1000
 DRAIN_TIMEOUT = 30.0
 SUBSCRIPTION_REFRESH = 2.0
-# A claim waiting to be sent is given back once older than lease - send timeout - this.
+# Every send ends this long (or a tenth of the lease, if less) before its lease does; a claim
+# waiting to be sent is given back once older than lease - this - the HTTP timeout.
 CLAIM_MARGIN = 5.0
 # Deliveries fanned out before the publisher considers refreshing the table's statistics.
 ANALYZE_AFTER = 10_000
@@ -141,8 +142,10 @@ class Publisher:
                 reconciling.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reconciling
-            await self._drain()
-            await self._close()
+            try:
+                await self._drain()
+            finally:
+                await self._close()
 
     def _start_reconciler(self, stop: asyncio.Event) -> asyncio.Task[None] | None:
         """Periodic reconciliation, when Doitong's API is configured (DOITONG_API_KEY)."""
@@ -205,15 +208,20 @@ class Publisher:
         # the sends in flight are waited for.
         for subscription_id in list(self._queued):
             self._release_queue(subscription_id, "stopping")
-        with contextlib.suppress(DatabaseUnavailable):
-            async with db.translated(), self.pool.connection() as conn:
-                await self._flush(conn)
+        await self._final_flush()
         if self._inflight:
             log.info("stopping: finishing %d sends in flight", len(self._inflight))
             await asyncio.wait(self._inflight, timeout=DRAIN_TIMEOUT)
-        with contextlib.suppress(DatabaseUnavailable):
+        await self._final_flush()
+
+    async def _final_flush(self) -> None:
+        """Write back what can be written; at shutdown nothing may stop the drain (what is not
+        written back runs out with its lease and is sent again)."""
+        try:
             async with db.translated(), self.pool.connection() as conn:
                 await self._flush(conn)
+        except Exception as exc:
+            log.warning("stopping: could not write back outcomes (%s); their claims will expire", exc)
 
     async def _close(self) -> None:
         for task in self._inflight:
@@ -236,12 +244,12 @@ class Publisher:
         await self._refresh_subscriptions()
         self._release_stale(time.monotonic())
         claimed: list[outbox.Claimed] = []
+        claimed_at = 0.0
         room = self._claim_limit - len(self._inflight) - self._queued_count
-        claimed_at = time.monotonic()  # before the database's now(), which starts the lease
         async with db.translated(), self.pool.connection() as conn:
             disabled = await self._flush(conn)
             if room >= self._claim_min or (room > 0 and not self._inflight):
-                claimed_at = time.monotonic()
+                claimed_at = time.monotonic()  # before the database's now(), which starts the lease
                 claimed = await outbox.claim(
                     conn,
                     me=self.me,
@@ -254,9 +262,11 @@ class Publisher:
         for item in claimed:
             self._queued.setdefault(item.subscription_id, deque()).append((claimed_at, item))
         self._queued_count += len(claimed)
-        if disabled:
-            await self._refresh_subscriptions(force=True)
-        self._start_sends()
+        try:
+            if disabled:
+                await self._refresh_subscriptions(force=True)
+        finally:
+            self._start_sends()
         return bool(claimed) and len(claimed) == room
 
     def _claims_held(self) -> dict[str, int]:
@@ -276,7 +286,8 @@ class Publisher:
                 self._release_queue(subscription_id, "disabled")
                 continue
             queue = self._queued[subscription_id]
-            while queue and now - queue[0][0] > self._max_wait:  # oldest first
+            # Oldest first. Past its wait, or (when claims never wait) past its whole window.
+            while queue and (now - queue[0][0] > self._max_wait or now - queue[0][0] >= self._send_window):
                 _, item = queue.popleft()
                 self._queued_count -= 1
                 self._completions.append(outbox.Completion.release(item))
@@ -425,10 +436,13 @@ class Publisher:
             self._completions[:0] = completions
             self._gone.update(gone)
             raise
-        except psycopg.Error:
-            # Not the connection: the same batch would fail again and stop every turn. Drop it;
+        except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError):
+            # The batch itself is at fault: it would fail again and stop every turn. Drop it;
             # the claims run out and are sent again.
             log.exception("writing back %d outcomes failed; their claims will expire", len(completions))
+            raise
+        except psycopg.Error:
+            self._completions[:0] = completions
             self._gone.update(gone)
             raise
         return bool(gone)
@@ -469,8 +483,11 @@ class Publisher:
             return
         if outcome == "analyzed":
             self._fanned_since_analyze = 0
-        elif outcome == "not_owner":
-            log.warning("cannot ANALYZE deliveries (this role does not own it); leaving its statistics to autovacuum")
+        elif outcome == "not_allowed":
+            log.warning(
+                "cannot ANALYZE deliveries (this role does not own it or the database); "
+                "leaving its statistics to autovacuum"
+            )
             self._analyze = False
 
     def _notified(self) -> None:

@@ -56,11 +56,19 @@ async def test_statistics_are_refreshed_when_the_deliveries_table_has_doubled(da
         # 299 more rows would not double it: the estimate is good enough, no ANALYZE.
         assert await outbox.keep_statistics(conn, 299) == "fresh"
         assert await outbox.keep_statistics(conn, 300) == "analyzed"
-    # A role that does not own the table is told so (PostgreSQL itself would only warn).
+        # A VACUUM (here: a lock of the same strength) holding the table: skipped, not waited for.
+        async with await psycopg.AsyncConnection.connect(database_url) as vacuum:
+            await vacuum.execute("LOCK TABLE deliveries IN SHARE UPDATE EXCLUSIVE MODE")
+            assert await outbox.keep_statistics(conn, 300) == "skipped"
+    # A role that owns neither the table nor the database is told so (PostgreSQL would only warn).
     role = "receiver_stats_" + uuid.uuid4().hex[:8]
-    execute(database_url, f"CREATE ROLE {role} LOGIN")
+    execute(database_url, f"CREATE ROLE {role}")
     try:
-        async with await psycopg.AsyncConnection.connect(database_url, user=role, autocommit=True) as other:
-            assert await outbox.keep_statistics(other, 10**6) == "not_owner"
+        execute(database_url, f"GRANT {role} TO current_user")
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as other:
+            await other.execute(f"SET ROLE {role}")
+            assert await outbox.keep_statistics(other, 10**6) == "not_allowed"
+            await other.execute("RESET ROLE")
+            assert await outbox.keep_statistics(other, 10**6) == "analyzed"
     finally:
         execute(database_url, f"DROP ROLE {role}")
