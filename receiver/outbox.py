@@ -61,6 +61,27 @@ WHERE id = ANY(ARRAY(SELECT o.id FROM o))
 RETURNING (SELECT count(*) FROM fanned)
 """
 
+# Only the claim it reports on: `claimed_until` identifies one claim of a row (a row can be
+# claimed again by the same publisher once an earlier claim was released or ran out).
+# A released claim (undo) was never attempted: it goes back as it was, attempt uncounted.
+_COMPLETE_SQL = """
+UPDATE deliveries d SET
+    state = v.state,
+    last_status = CASE WHEN v.undo THEN d.last_status ELSE v.status END,
+    last_error = CASE WHEN v.undo THEN d.last_error ELSE v.error END,
+    attempts = d.attempts - v.undo::integer,
+    next_attempt_at = coalesce(v.next_attempt_at, d.next_attempt_at),
+    delivered_at = CASE WHEN v.state = 'delivered' THEN now() ELSE d.delivered_at END,
+    claimed_by = NULL,
+    claimed_until = NULL
+FROM unnest(%(ids)s::bigint[], %(claims)s::timestamptz[], %(states)s::text[], %(statuses)s::integer[],
+            %(errors)s::text[], %(nexts)s::timestamptz[], %(undo)s::boolean[])
+     AS v(id, claimed_until, state, status, error, next_attempt_at, undo)
+WHERE d.id = v.id AND d.claimed_by = %(me)s AND d.claimed_until = v.claimed_until
+"""
+
+COMPLETE = _COMPLETE_SQL
+
 # Each subscription contributes at most its free share of slots (cap minus what this
 # publisher already has in flight for it), looked up per subscription, so a subscriber
 # with a deep backlog cannot fill every slot in one claim and delay the others.
@@ -73,8 +94,14 @@ RETURNING (SELECT count(*) FROM fanned)
 # - a row goes only if it is the head of its (subscription, job) line: the lowest pending
 #   event_seq, one probe of `ix_deliveries_order`. A line whose head is in flight or
 #   waiting for a retry sends nothing, so a job's events never overtake each other.
-CLAIM = """
-WITH busy AS (
+# Completions ride along with the claim: one statement, one commit, one round trip per
+# turn. The claim sees the table as it was before them (one snapshot), so it skips the rows
+# being completed (`ids`) and a line whose head completes now advances on the next turn.
+CLAIM = f"""
+WITH done AS (
+    {_COMPLETE_SQL.strip()}
+    RETURNING 1
+), busy AS (
     SELECT * FROM unnest(%(busy_ids)s::text[], %(busy_counts)s::integer[]) AS b(subscription_id, in_flight)
 ), due AS (
     SELECT c.id, c.next_attempt_at, c.event_seq
@@ -87,6 +114,7 @@ WITH busy AS (
           AND d.state = 'pending'
           AND d.next_attempt_at <= now()
           AND (d.claimed_until IS NULL OR d.claimed_until < now())
+          AND d.id <> ALL(%(ids)s::bigint[])
           AND d.event_seq = (
               SELECT p.event_seq FROM deliveries p
               WHERE p.subscription_id = s.id AND p.job_id = d.job_id AND p.state = 'pending'
@@ -109,25 +137,6 @@ FROM due, outbox_events o
 WHERE d.id = due.id AND o.id = d.event_id
 RETURNING d.id, d.subscription_id, d.attempts, o.id, o.type, o.job_id, o.payload::text, o.created_at,
     d.claimed_until
-"""
-
-# Only the claim it reports on: `claimed_until` identifies one claim of a row (a row can be
-# claimed again by the same publisher once an earlier claim was released or ran out).
-# A released claim (undo) was never attempted: it goes back as it was, attempt uncounted.
-COMPLETE = """
-UPDATE deliveries d SET
-    state = v.state,
-    last_status = CASE WHEN v.undo THEN d.last_status ELSE v.status END,
-    last_error = CASE WHEN v.undo THEN d.last_error ELSE v.error END,
-    attempts = d.attempts - v.undo::integer,
-    next_attempt_at = coalesce(v.next_attempt_at, d.next_attempt_at),
-    delivered_at = CASE WHEN v.state = 'delivered' THEN now() ELSE d.delivered_at END,
-    claimed_by = NULL,
-    claimed_until = NULL
-FROM unnest(%(ids)s::bigint[], %(claims)s::timestamptz[], %(states)s::text[], %(statuses)s::integer[],
-            %(errors)s::text[], %(nexts)s::timestamptz[], %(undo)s::boolean[])
-     AS v(id, claimed_until, state, status, error, next_attempt_at, undo)
-WHERE d.id = v.id AND d.claimed_by = %(me)s AND d.claimed_until = v.claimed_until
 """
 
 DISABLE_GONE = """
@@ -222,18 +231,20 @@ async def claim(
     brokers: Sequence[str],
     cap: int,
     in_flight: Mapping[str, int],
+    completions: Sequence[Completion] = (),
 ) -> list[Claimed]:
-    """Claim up to `limit` due deliveries, at most `cap` minus `in_flight[s]` for each subscription s."""
+    """Write back `completions` and claim up to `limit` due deliveries, at most `cap` minus
+    `in_flight[s]` for each subscription s, in one statement."""
     cursor = await conn.execute(
         CLAIM,
         {
-            "me": me,
             "limit": limit,
             "lease": lease,
             "brokers": list(brokers),
             "cap": cap,
             "busy_ids": list(in_flight),
             "busy_counts": list(in_flight.values()),
+            **_completion_params(me, completions),
         },
     )
     return [
@@ -253,19 +264,20 @@ async def claim(
 
 
 async def complete(conn: AsyncConnection[Any], me: str, completions: Sequence[Completion]) -> None:
-    await conn.execute(
-        COMPLETE,
-        {
-            "me": me,
-            "ids": [c.delivery_id for c in completions],
-            "claims": [c.claimed_until for c in completions],
-            "states": [c.state for c in completions],
-            "statuses": [c.status for c in completions],
-            "errors": [c.error for c in completions],
-            "nexts": [c.next_attempt_at for c in completions],
-            "undo": [c.undo for c in completions],
-        },
-    )
+    await conn.execute(COMPLETE, _completion_params(me, completions))
+
+
+def _completion_params(me: str, completions: Sequence[Completion]) -> dict[str, Any]:
+    return {
+        "me": me,
+        "ids": [c.delivery_id for c in completions],
+        "claims": [c.claimed_until for c in completions],
+        "states": [c.state for c in completions],
+        "statuses": [c.status for c in completions],
+        "errors": [c.error for c in completions],
+        "nexts": [c.next_attempt_at for c in completions],
+        "undo": [c.undo for c in completions],
+    }
 
 
 async def disable_gone(conn: AsyncConnection[Any], subscription_id: str, reason: str) -> None:

@@ -31,8 +31,9 @@ import time
 import uuid
 from collections import Counter as Tally
 from collections import deque
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import psycopg
 
@@ -44,6 +45,7 @@ from receiver.sinks.http import HttpSender
 from receiver.subscriptions import Subscription
 
 log = logging.getLogger("receiver.publisher")
+T = TypeVar("T")
 
 FAN_OUT_BATCH = 1000
 DRAIN_TIMEOUT = 30.0
@@ -247,18 +249,26 @@ class Publisher:
         claimed_at = 0.0
         room = self._claim_limit - len(self._inflight) - self._queued_count
         async with db.translated(), self.pool.connection() as conn:
-            disabled = await self._flush(conn)
             if room >= self._claim_min or (room > 0 and not self._inflight):
+                disabled = await self._disable_gone(conn)
                 claimed_at = time.monotonic()  # before the database's now(), which starts the lease
-                claimed = await outbox.claim(
-                    conn,
-                    me=self.me,
-                    limit=room,
-                    lease=self.settings.lease_timeout,
-                    brokers=list(self.brokers),
-                    cap=self._claim_cap,
-                    in_flight=self._claims_held(),
+                held = self._claims_held()
+                completions, self._completions = self._completions, []
+                claimed = await self._writing_back(
+                    completions,
+                    outbox.claim(
+                        conn,
+                        me=self.me,
+                        limit=room,
+                        lease=self.settings.lease_timeout,
+                        brokers=list(self.brokers),
+                        cap=self._claim_cap,
+                        in_flight=held,
+                        completions=completions,
+                    ),
                 )
+            else:
+                disabled = await self._flush(conn)
         for item in claimed:
             self._queued.setdefault(item.subscription_id, deque()).append((claimed_at, item))
         self._queued_count += len(claimed)
@@ -421,31 +431,36 @@ class Publisher:
     async def _flush(self, conn: psycopg.AsyncConnection[Any]) -> bool:
         """Write back finished attempts (and released claims), and disable subscribers that
         answered 410; True when some were disabled."""
-        if not self._completions and not self._gone:
+        disabled = await self._disable_gone(conn)
+        if self._completions:
+            completions, self._completions = self._completions, []
+            await self._writing_back(completions, outbox.complete(conn, self.me, completions))
+        return disabled
+
+    async def _disable_gone(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        if not self._gone:
             return False
-        completions, self._completions = self._completions, []
         gone, self._gone = self._gone, {}
         try:
             for subscription_id, reason in gone.items():
                 await outbox.disable_gone(conn, subscription_id, reason)
-            if completions:
-                await outbox.complete(conn, self.me, completions)
-        except (DatabaseUnavailable, psycopg.OperationalError):
-            # Keep them for the next turn; if the lease runs out first, another publisher
-            # sends again, which at-least-once allows.
-            self._completions[:0] = completions
-            self._gone.update(gone)
+        except (DatabaseUnavailable, psycopg.Error):
+            self._gone.update(gone)  # next turn
             raise
+        return True
+
+    async def _writing_back(self, completions: list[outbox.Completion], statement: Awaitable[T]) -> T:
+        """Run a statement that writes `completions` back; keep them for the next turn when the
+        connection failed. When the batch itself is at fault (it would fail again and stop every
+        turn), drop it: the claims run out and are sent again."""
+        try:
+            return await statement
         except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError):
-            # The batch itself is at fault: it would fail again and stop every turn. Drop it;
-            # the claims run out and are sent again.
             log.exception("writing back %d outcomes failed; their claims will expire", len(completions))
             raise
-        except psycopg.Error:
+        except (DatabaseUnavailable, psycopg.Error):
             self._completions[:0] = completions
-            self._gone.update(gone)
             raise
-        return bool(gone)
 
     async def _refresh_subscriptions(self, force: bool = False) -> None:
         if not force and time.monotonic() - self._subscriptions_loaded_at < SUBSCRIPTION_REFRESH:
