@@ -247,6 +247,7 @@ class Publisher:
         self._release_stale(time.monotonic())
         claimed: list[outbox.Claimed] = []
         claimed_at = 0.0
+        ended = False
         room = self._claim_limit - len(self._inflight) - self._queued_count
         async with db.translated(), self.pool.connection() as conn:
             if room >= self._claim_min or (room > 0 and not self._inflight):
@@ -254,6 +255,9 @@ class Publisher:
                 claimed_at = time.monotonic()  # before the database's now(), which starts the lease
                 held = self._claims_held()
                 completions, self._completions = self._completions, []
+                # The claim sees the table from before these completions: a line whose head
+                # they finish advances only on the next turn, which must come at once.
+                ended = any(c.state != "pending" for c in completions)
                 claimed = await self._writing_back(
                     completions,
                     outbox.claim(
@@ -277,7 +281,7 @@ class Publisher:
                 await self._refresh_subscriptions(force=True)
         finally:
             self._start_sends()
-        return bool(claimed) and len(claimed) == room
+        return (bool(claimed) and len(claimed) == room) or ended
 
     def _claims_held(self) -> dict[str, int]:
         """Claims this publisher holds (sending or waiting), per subscription."""

@@ -500,3 +500,20 @@ async def test_claims_waiting_for_a_subscriber_that_answers_410_go_back_unsent(
         ]
     finally:
         await gone.stop()
+
+
+async def test_a_jobs_next_event_goes_out_as_soon_as_the_one_before_is_delivered(
+    settings: Settings, receiver: Receiver, subscriber: Subscriber
+) -> None:
+    # Outcomes are written back in the claim's statement, whose snapshot still shows the line's
+    # head pending: the next event must not wait for the poll interval (5 s here) to go out.
+    await _subscribe(settings, subscriber.url())
+    job = _job()
+    for status in ("processing", "completed"):
+        await receiver.post(doitong_body(job, status))
+    async with publishing(settings.replace(poll_interval=timedelta(seconds=5))):
+        started = asyncio.get_running_loop().time()
+        got = await subscriber.wait_for(2, timeout=4)
+        elapsed = asyncio.get_running_loop().time() - started
+    assert [orjson.loads(r.body)["type"] for r in got] == ["job.processing", "job.completed"]
+    assert elapsed < 2.0, elapsed
