@@ -64,7 +64,7 @@ RETURNING (SELECT count(*) FROM fanned)
 # Only the claim it reports on: `claimed_until` identifies one claim of a row (a row can be
 # claimed again by the same publisher once an earlier claim was released or ran out).
 # A released claim (undo) was never attempted: it goes back as it was, attempt uncounted.
-_COMPLETE_SQL = """
+COMPLETE = """
 UPDATE deliveries d SET
     state = v.state,
     last_status = CASE WHEN v.undo THEN d.last_status ELSE v.status END,
@@ -79,9 +79,6 @@ FROM unnest(%(ids)s::bigint[], %(claims)s::timestamptz[], %(states)s::text[], %(
      AS v(id, claimed_until, state, status, error, next_attempt_at, undo)
 WHERE d.id = v.id AND d.claimed_by = %(me)s AND d.claimed_until = v.claimed_until
 """
-
-COMPLETE = _COMPLETE_SQL
-
 # Each subscription contributes at most its free share of slots (cap minus what this
 # publisher already has in flight for it), looked up per subscription, so a subscriber
 # with a deep backlog cannot fill every slot in one claim and delay the others.
@@ -99,7 +96,7 @@ COMPLETE = _COMPLETE_SQL
 # being completed (`ids`) and a line whose head completes now advances on the next turn.
 CLAIM = f"""
 WITH done AS (
-    {_COMPLETE_SQL.strip()}
+    {COMPLETE.strip()}
     RETURNING 1
 ), busy AS (
     SELECT * FROM unnest(%(busy_ids)s::text[], %(busy_counts)s::integer[]) AS b(subscription_id, in_flight)
@@ -167,6 +164,18 @@ class Completion:
     error: str | None
     next_attempt_at: datetime | None
     undo: bool = False  # a claim given back unattempted
+
+    @classmethod
+    def of(
+        cls,
+        item: Claimed,
+        state: DeliveryState,
+        status: int | None = None,
+        error: str | None = None,
+        next_attempt_at: datetime | None = None,
+    ) -> Completion:
+        """The outcome of `item`'s attempt, for its claim."""
+        return cls(item.delivery_id, item.claimed_until, state, status, error, next_attempt_at)
 
     @classmethod
     def release(cls, item: Claimed) -> Completion:

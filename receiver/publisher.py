@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import random
 import socket
@@ -76,7 +75,6 @@ class Publisher:
         self._sending: Tally[str] = Tally()  # sends in flight, per subscription
         # Claimed, not sent yet: per subscription, with the monotonic time of the claim.
         self._queued: dict[str, deque[tuple[float, outbox.Claimed]]] = {}
-        self._queued_count = 0
         self.cap = min(settings.subscriber_concurrency, self.concurrency)
         # Every send must end before its claim's lease does (or another publisher could send the
         # same delivery meanwhile): sends get a deadline of the lease minus a margin, counted
@@ -92,8 +90,9 @@ class Publisher:
             self._claim_limit = 2 * self.concurrency
             self._claim_cap = 2 * self.cap
         else:
-            # No time to wait: claim only for free slots (every claim starts at once).
-            self._max_wait = math.inf
+            # No time to wait: claim only for free slots (every claim starts at once, unless a
+            # failed turn left it waiting past its whole window).
+            self._max_wait = self._send_window
             self._claim_limit = self.concurrency
             self._claim_cap = self.cap
         self._claim_min = max(1, self.concurrency // 8)
@@ -248,7 +247,7 @@ class Publisher:
         claimed: list[outbox.Claimed] = []
         claimed_at = 0.0
         ended = False
-        room = self._claim_limit - len(self._inflight) - self._queued_count
+        room = self._room()
         async with db.translated(), self.pool.connection() as conn:
             if room >= self._claim_min or (room > 0 and not self._inflight):
                 disabled = await self._disable_gone(conn)
@@ -275,13 +274,16 @@ class Publisher:
                 disabled = await self._flush(conn)
         for item in claimed:
             self._queued.setdefault(item.subscription_id, deque()).append((claimed_at, item))
-        self._queued_count += len(claimed)
         try:
             if disabled:
                 await self._refresh_subscriptions(force=True)
         finally:
             self._start_sends()
         return (bool(claimed) and len(claimed) == room) or ended
+
+    def _room(self) -> int:
+        """How many more claims this publisher may hold (sending or waiting)."""
+        return self._claim_limit - len(self._inflight) - sum(len(queue) for queue in self._queued.values())
 
     def _claims_held(self) -> dict[str, int]:
         """Claims this publisher holds (sending or waiting), per subscription."""
@@ -300,10 +302,8 @@ class Publisher:
                 self._release_queue(subscription_id, "disabled")
                 continue
             queue = self._queued[subscription_id]
-            # Oldest first. Past its wait, or (when claims never wait) past its whole window.
-            while queue and (now - queue[0][0] > self._max_wait or now - queue[0][0] >= self._send_window):
+            while queue and now - queue[0][0] >= self._max_wait:  # oldest first
                 _, item = queue.popleft()
-                self._queued_count -= 1
                 self._completions.append(outbox.Completion.release(item))
                 metrics.CLAIMS_RELEASED.labels("stale").inc()
                 log.debug("claim of delivery %d waited too long for a slot; released", item.delivery_id)
@@ -314,7 +314,6 @@ class Publisher:
         queue = self._queued.pop(subscription_id, None)
         if not queue:
             return
-        self._queued_count -= len(queue)
         self._completions.extend(outbox.Completion.release(item) for _, item in queue)
         metrics.CLAIMS_RELEASED.labels(reason).inc(len(queue))
 
@@ -336,7 +335,6 @@ class Publisher:
                 claimed_at, item = queue.popleft()
                 if queue:
                     self._queued[subscription_id] = queue  # to the back: the next one goes first
-                self._queued_count -= 1
                 started = True
                 self._sending[subscription_id] += 1
                 task = asyncio.create_task(self._deliver(item, claimed_at))
@@ -348,8 +346,7 @@ class Publisher:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
         self._start_sends()
-        room = self._claim_limit - len(self._inflight) - self._queued_count
-        if room >= self._claim_min or not self._inflight:
+        if self._room() >= self._claim_min or not self._inflight:
             self._wake.set()
 
     async def _deliver(self, item: outbox.Claimed, claimed_at: float) -> None:
@@ -397,29 +394,23 @@ class Publisher:
             "error": result.error,
         }
         if result.ok:
-            completion = outbox.Completion(item.delivery_id, item.claimed_until, "delivered", result.status, None, None)
+            completion = outbox.Completion.of(item, "delivered", result.status)
             metrics.DELIVERY_LATENCY.labels(kind).observe((now - item.event_created_at).total_seconds())
             outcome = "delivered"
             log.debug("delivered", extra={"fields": fields})
         elif result.gone:
-            completion = outbox.Completion(
-                item.delivery_id, item.claimed_until, "dead", result.status, result.error, None
-            )
+            completion = outbox.Completion.of(item, "dead", result.status, result.error)
             self._gone[item.subscription_id] = f"410 Gone at {now.isoformat(timespec='seconds')}"
             self._release_queue(item.subscription_id, "disabled")
             outcome = "gone"
             log.warning("subscriber answered 410 Gone: disabling it", extra={"fields": fields})
         elif item.attempt > len(self.settings.retry_schedule):
-            completion = outbox.Completion(
-                item.delivery_id, item.claimed_until, "dead", result.status, result.error, None
-            )
+            completion = outbox.Completion.of(item, "dead", result.status, result.error)
             outcome = "dead"
             log.error("delivery is dead after %d attempts", item.attempt, extra={"fields": fields})
         else:
             wait = self._wait_before_retry(item.attempt, result.retry_after)
-            completion = outbox.Completion(
-                item.delivery_id, item.claimed_until, "pending", result.status, result.error, now + wait
-            )
+            completion = outbox.Completion.of(item, "pending", result.status, result.error, now + wait)
             outcome = "retry"
             log.info("delivery failed; retrying in %.1fs", wait.total_seconds(), extra={"fields": fields})
         metrics.DELIVERIES.labels(kind, outcome).inc()
