@@ -77,21 +77,32 @@ def create_pool(database_url: str, *, size: int, timeout: timedelta, name: str =
     )
 
 
+def unavailable(exc: BaseException) -> DatabaseUnavailable | None:
+    """The DatabaseUnavailable a driver error means ("the database is not there"), else None."""
+    if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.UndefinedFunction):
+        return DatabaseUnavailable("the schema is not migrated; run `receiver migrate`")
+    if isinstance(exc, psycopg.OperationalError | PoolTimeout):
+        return DatabaseUnavailable(_first_line(exc))
+    if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError | sqlalchemy.exc.TimeoutError):
+        return DatabaseUnavailable(_first_line(getattr(exc, "orig", None) or exc))
+    return None
+
+
+def _first_line(exc: object) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 @contextlib.asynccontextmanager
 async def translated() -> AsyncIterator[None]:
     """Driver errors that mean "the database is not there" become DatabaseUnavailable."""
     try:
         yield
-    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction) as exc:
-        raise DatabaseUnavailable("the schema is not migrated; run `receiver migrate`") from exc
-    except (psycopg.OperationalError, PoolTimeout) as exc:
-        raise DatabaseUnavailable(str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__) from exc
-    except (
-        sqlalchemy.exc.OperationalError,
-        sqlalchemy.exc.InterfaceError,
-        sqlalchemy.exc.TimeoutError,
-    ) as exc:
-        raise DatabaseUnavailable(str(exc.orig if hasattr(exc, "orig") else exc).splitlines()[0]) from exc
+    except Exception as exc:
+        translation = unavailable(exc)
+        if translation is None:
+            raise
+        raise translation from exc
 
 
 @contextlib.asynccontextmanager

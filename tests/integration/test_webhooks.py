@@ -225,6 +225,52 @@ async def test_oversize_body_is_413_without_reading_it_all(receiver: Receiver) -
     assert scalar(url, "SELECT count(*) FROM inbound_webhooks") == 0
 
 
+async def test_stored_headers_leave_credentials_out_and_the_first_key_header_names_the_delivery(
+    receiver: Receiver,
+) -> None:
+    job = _job()
+    body = doitong_body(job)
+    raw = await _raw_request(
+        receiver,
+        b"POST /webhooks/doitong HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nX-Doitong-Signature: %s\r\n"
+        b"Authorization: Bearer hunter2\r\nCookie: session=s3cret\r\nUser-Agent: Doitong-Webhooks/1.0\r\n"
+        b"Idempotency-Key: first\r\nIdempotency-Key: second\r\nConnection: close\r\n\r\n%s"
+        % (len(body), signatures.sign(SECRET, body).encode(), body),
+    )
+    assert raw.startswith(b"HTTP/1.1 200"), raw[:200]
+    url = receiver.settings.database_url
+    assert url is not None
+    [(key, headers)] = query(url, "SELECT idempotency_key, headers FROM inbound_webhooks WHERE job_id = %s", (job,))
+    assert key == "idempotency-key:first"
+    assert headers["user-agent"] == "Doitong-Webhooks/1.0"
+    assert headers["x-doitong-signature"].startswith("sha256=")
+    assert "authorization" not in headers and "cookie" not in headers
+    assert "hunter2" not in orjson.dumps(headers).decode()
+
+
+async def test_a_sender_that_hangs_up_mid_body_stores_nothing(receiver: Receiver) -> None:
+    job = _job()
+    body = doitong_body(job)
+    gone = {"endpoint": "default", "outcome": "disconnected"}
+    before = await metric(receiver, "receiver_webhooks_total", **gone)
+    host, port = receiver.url.removeprefix("http://").split(":")
+    _, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /webhooks/doitong HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nX-Doitong-Signature: %s\r\n\r\n%s"
+        % (len(body), signatures.sign(SECRET, body).encode(), body[: len(body) // 2])
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.close()
+    await asyncio.sleep(0.2)
+    url = receiver.settings.database_url
+    assert url is not None
+    assert scalar(url, "SELECT count(*) FROM inbound_webhooks WHERE job_id = %s", (job,)) == 0
+    # The same delivery, whole, is then accepted: the half one left no trace behind.
+    assert (await receiver.post(body)).json()["status"] == "accepted"
+    assert await metric(receiver, "receiver_webhooks_total", **gone) == before + 1
+
+
 async def test_out_of_order_completed_then_processing_keeps_completed(receiver: Receiver) -> None:
     job = _job()
     done = await receiver.post(doitong_body(job, "completed"))
