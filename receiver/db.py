@@ -56,11 +56,29 @@ def create_engine(database_url: str, *, pool_size: int = 5, timeout: timedelta |
     )
 
 
+class PooledConnection(psycopg.AsyncConnection[Any]):
+    """A pool's connection, keeping one cursor for the statement it runs on every call.
+
+    Making a cursor per call cost the webhook hot path ~8 µs of its one thread. The
+    cursor lives on the connection, not in a side table keyed by it: a cursor refers to
+    its connection, so a side table would keep every connection the pool ever replaced
+    (and the last body each sent) alive.
+    """
+
+    _kept: psycopg.AsyncCursor[Any] | None = None
+
+    def kept_cursor(self) -> psycopg.AsyncCursor[Any]:
+        if self._kept is None or self._kept.closed:
+            self._kept = self.cursor()
+        return self._kept
+
+
 def create_pool(database_url: str, *, size: int, timeout: timedelta, name: str = "ingest") -> AsyncConnectionPool:
     """The hot-path pool. Not opened: call `await pool.open(wait=False)`."""
     seconds = timeout.total_seconds()
     return AsyncConnectionPool(
         libpq_url(database_url),
+        connection_class=PooledConnection,
         min_size=size,
         max_size=size,
         timeout=seconds,

@@ -6,13 +6,13 @@ the history row and enqueues at most one outbox event per (job, status).
 from __future__ import annotations
 
 import uuid
-import weakref
 from dataclasses import dataclass
 from typing import Literal
 
 import orjson
-from psycopg import AsyncConnection, AsyncCursor
+from psycopg import AsyncConnection
 
+from receiver.db import PooledConnection
 from receiver.payloads import WebhookPayload
 
 Outcome = Literal["accepted", "duplicate", "conflict"]
@@ -22,11 +22,6 @@ _INGEST = (
     "%s::text, %s::text, %s::bytea, %s::jsonb, %s::bytea, %s::text, %s::text, %s::text, %s::text, %s::jsonb,"
     " %s::timestamptz, %s::timestamptz, %s::float8, %s::integer, %s::integer)"
 )
-
-
-# One cursor per pooled connection, kept for its life: making a cursor per call was ~8 µs of
-# the single worker thread's time per webhook (the figure that limits bench/ingest.py).
-_CURSORS: weakref.WeakKeyDictionary[AsyncConnection[object], AsyncCursor[object]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +44,7 @@ async def ingest(
 ) -> IngestResult:
     """Run the whole webhook transaction: one statement on an autocommit connection, so it has
     committed when this returns."""
-    cursor = _CURSORS.get(conn)
-    if cursor is None:
-        cursor = _CURSORS[conn] = conn.cursor()
+    cursor = conn.kept_cursor() if isinstance(conn, PooledConnection) else conn.cursor()
     await cursor.execute(
         _INGEST,
         (

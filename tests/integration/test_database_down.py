@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import shutil
 import tempfile
 import uuid
+import weakref
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from receiver import embedded, migrate
+from receiver import db, embedded, idempotency, jobs, migrate, payloads
 from tests.support import doitong_body, running, scalar, settings_for
 
 
@@ -89,3 +92,36 @@ async def test_connection_lost_mid_transaction_leaves_nothing_behind(database_ur
         assert "retry-after" in response.headers
     assert scalar(database_url, "SELECT count(*) FROM inbound_webhooks") == 0
     assert scalar(database_url, "SELECT count(*) FROM job_events") == 0
+
+
+async def test_connections_the_pool_replaces_are_freed_with_their_kept_cursor(database_url: str) -> None:
+    """The hot path keeps one cursor per pooled connection; a connection the pool drops
+    (lifetime over, server restarted) must not stay alive through it, with its last body."""
+    pool = db.create_pool(database_url, size=2, timeout=timedelta(seconds=5))
+    await pool.open(wait=True)
+    try:
+        held = [await pool.getconn(), await pool.getconn()]
+        for conn in held:
+            body = doitong_body("job_" + uuid.uuid4().hex[:12])
+            result = await jobs.ingest(
+                conn,
+                endpoint="default",
+                idempotency_key="sha256:" + idempotency.body_digest(body).hex(),
+                body_sha256=idempotency.body_digest(body),
+                headers={},
+                body=body,
+                payload=payloads.parse(body),
+            )
+            assert result.outcome == "accepted"
+        assert held[0].kept_cursor() is held[0].kept_cursor()  # type: ignore[attr-defined]
+        gone = [weakref.ref(conn) for conn in held]
+        for conn in held:
+            await pool.putconn(conn)
+        del held, conn
+        await pool.drain()
+        gc.collect()
+        assert [ref() for ref in gone] == [None, None]
+        async with pool.connection() as fresh:
+            assert (await (await fresh.execute("SELECT 1")).fetchone()) == (1,)
+    finally:
+        await pool.close()

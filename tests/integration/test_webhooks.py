@@ -169,11 +169,29 @@ async def test_content_type_is_not_required(receiver: Receiver) -> None:
 async def test_compressed_body_is_415(receiver: Receiver) -> None:
     response = await receiver.post(doitong_body(_job()), headers={"Content-Encoding": "gzip"})
     assert response.status_code == 415
+    assert response.json() == {"error": "unsupported_content_encoding"}
 
 
 async def test_wrong_method_is_405(receiver: Receiver) -> None:
     response = await receiver.client.get(receiver.url + "/webhooks/doitong")
     assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.json() == {"error": "method_not_allowed"}
+
+
+async def test_every_answer_is_json_with_its_length(receiver: Receiver) -> None:
+    answers = [
+        await receiver.post(doitong_body(_job())),  # 200
+        await receiver.post(doitong_body(_job()), secret="wrong"),  # 401
+        await receiver.post(b"[]"),  # 400
+        await receiver.post(doitong_body(_job()), path="/webhooks/doitong/nope"),  # 404
+        await receiver.post(doitong_body(_job()), path="/webhooks/doitong/a/b"),  # 404, no such path
+    ]
+    assert [a.status_code for a in answers] == [200, 401, 400, 404, 404]
+    for answer in answers:
+        assert answer.headers["content-type"] == "application/json"
+        assert int(answer.headers["content-length"]) == len(answer.content)
+        assert isinstance(answer.json(), dict)
 
 
 async def _raw_request(receiver: Receiver, data: bytes, *, read_limit: int = 65536) -> bytes:
