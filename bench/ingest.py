@@ -56,28 +56,40 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import psycopg
-from psycopg import sql
+from _common import (
+    DEFAULT_ADMIN_URL,
+    WEBHOOK_PATH,
+    BenchError,
+    CpuProbe,
+    child_env,
+    database,
+    descendants,
+    free_port,
+    log,
+    postgres_pids,
+    query_one,
+    redact,
+    terminate,
+    versions,
+)
 
 from receiver.signatures import sign
 
 BENCH_DIR = Path(__file__).resolve().parent
+PACKAGES = ("uvicorn", "starlette", "psycopg", "uvloop", "httptools", "orjson")  # versions printed in the header
 BASELINE_APP = BENCH_DIR / "baseline_app.py"
-WEBHOOK_PATH = "/webhooks/doitong"
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 TARGET_ACCEPTED_PER_S = 3000.0
 TARGET_P99_MS = 25.0
@@ -139,10 +151,6 @@ end
 """
 
 
-class BenchError(Exception):
-    """Something that stops the benchmark; printed as one line."""
-
-
 @dataclass
 class LoadResult:
     tool: str
@@ -202,24 +210,6 @@ class Measured:
 # --------------------------------------------------------------------------- setup
 
 
-def log(message: str) -> None:
-    print(f"  .. {message}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def with_database(url: str, database: str) -> str:
-    """`url` pointing at `database` instead (query, e.g. ?host=/socket, kept)."""
-    parts = urlsplit(url)
-    scheme = "postgresql" if parts.scheme in ("postgres", "postgresql+psycopg") else parts.scheme
-    return urlunsplit((scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
-
-
 def reachable(url: str) -> bool:
     try:
         with psycopg.connect(url, connect_timeout=3):
@@ -260,112 +250,10 @@ def make_bodies(path: Path, count: int, *, first: int, nonce: str, secret: str) 
     return total / count if count else 0.0
 
 
-@contextlib.contextmanager
-def database(admin_url: str, name: str) -> Iterator[str]:
-    """A fresh database, dropped on the way out (whatever happened)."""
-    ident = sql.Identifier(name)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
-    try:
-        yield with_database(admin_url, name)
-    finally:
-        try:
-            with psycopg.connect(admin_url, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
-        except psycopg.Error as exc:
-            print(f"warning: could not drop database {name}: {exc}", file=sys.stderr)
-
-
-def query_one(url: str, statement: str) -> Any:
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(statement).fetchone()
-        return row[0] if row else None
-
-
 def checkpoint(url: str) -> None:
     """Flush dirty buffers now rather than in the middle of the next measurement."""
     with contextlib.suppress(psycopg.Error):
         query_one(url, "CHECKPOINT")
-
-
-class CpuProbe:
-    """Who used the CPU in a window inside the measured run (Linux /proc only): the
-    server process, PostgreSQL (the backends of the bench database and the server's
-    own processes), the load generator, interrupts, and everything else."""
-
-    def __init__(self) -> None:
-        self.clock = os.sysconf("SC_CLK_TCK")
-        self.started = time.monotonic()
-        self.machine = self._machine()
-        self.procs = self._procs()
-
-    @staticmethod
-    def available() -> bool:
-        return Path("/proc/stat").exists() and hasattr(os, "sysconf")
-
-    def _machine(self) -> tuple[float, float, float]:
-        """Busy in tasks, busy in interrupts (loopback TCP is softirq work) or stolen, idle: seconds."""
-        values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-        user, nice, system, idle, iowait, irq, softirq, steal = values
-        return (user + nice + system) / self.clock, (irq + softirq + steal) / self.clock, (idle + iowait) / self.clock
-
-    def _procs(self) -> dict[int, float]:
-        times: dict[int, float] = {}
-        self.parents: dict[int, int] = {}
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                data = Path(entry.path, "stat").read_bytes()
-            except OSError:
-                continue
-            fields = data[data.rfind(b")") + 2 :].split()
-            times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / self.clock
-            self.parents[int(entry.name)] = int(fields[1])
-        return times
-
-    def _family(self, pid: int) -> set[int]:
-        """`pid` and its descendants (uvicorn's worker processes)."""
-        family = {pid}
-        grew = True
-        while grew:
-            children = {child for child, parent in self.parents.items() if parent in family}
-            grew = not children <= family
-            family |= children
-        return family
-
-    def finish(self, server_pid: int, postgres_pids: set[int], loadgen_pid: int) -> CpuShare:
-        elapsed = time.monotonic() - self.started
-        busy0, irq0, idle0 = self.machine
-        busy1, irq1, idle1 = self._machine()
-        now = self._procs()
-
-        def used(pid: int) -> float:
-            return max(0.0, now.get(pid, 0.0) - self.procs.get(pid, 0.0)) if pid in now else 0.0
-
-        server = sum(used(pid) for pid in self._family(server_pid))
-        postgres = sum(used(pid) for pid in postgres_pids)
-        loadgen = used(loadgen_pid)
-        busy = busy1 - busy0
-        return CpuShare(
-            seconds=elapsed,
-            server=server / elapsed,
-            postgres=postgres / elapsed,
-            loadgen=loadgen / elapsed,
-            irq=(irq1 - irq0) / elapsed,
-            other=max(0.0, busy - server - postgres - loadgen) / elapsed,
-            idle=(idle1 - idle0) / elapsed,
-        )
-
-
-def postgres_pids(url: str) -> set[int]:
-    """Backends of this database plus the server's own processes (WAL writer, checkpointer, ...)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() OR backend_type <> 'client backend'"
-        ).fetchall()
-    return {row[0] for row in rows}
 
 
 # ------------------------------------------------------------------------ processes
@@ -726,10 +614,15 @@ def measure(
             return
         lead = 1.5
         time.sleep(lead)
-        pids = postgres_pids(target.database_url)
-        probe = CpuProbe()
+        probe = CpuProbe(
+            {
+                "server": descendants(server.proc.pid),
+                "postgres": postgres_pids(target.database_url),
+                "loadgen": {loadgen_pid},
+            }
+        )
         time.sleep(args.duration - lead - 0.5)
-        cpu.append(probe.finish(server.proc.pid, pids, loadgen_pid))
+        cpu.append(CpuShare(seconds=time.monotonic() - probe.started, **probe.finish()))
 
     log(f"{target.name}: starting on port {port}")
     try:
@@ -760,28 +653,6 @@ def measure(
     if "Traceback" in server.tail(200) or " ERROR " in server.tail(200):
         measured.notes.append(f"{target.name} logged errors, see below:\n{server.tail(15)}")
     return measured
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("RECEIVER_", "DOITONG_", "PROMETHEUS_")) and k != "DATABASE_URL"
-    }
-    env.update(extra)
-    return env
-
-
-def versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = []
-    for name in ("uvicorn", "starlette", "psycopg", "uvloop", "httptools", "orjson"):
-        try:
-            found.append(f"{name} {version(name)}")
-        except PackageNotFoundError:
-            found.append(f"{name} ?")
-    return ", ".join(found)
 
 
 def wrk_version() -> str:
@@ -817,7 +688,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
             raise BenchError(f"cannot connect to {admin_url}")
         log(
             "starting an embedded PostgreSQL (receiver.embedded)"
-            + ("" if args.embedded else f": none answers at {_redact(admin_url)}")
+            + ("" if args.embedded else f": none answers at {redact(admin_url)}")
         )
         from receiver import embedded
 
@@ -830,8 +701,8 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     print("doitong-receiver ingest benchmark", flush=True)
     print(f"  cores        : {cores} (usable by this process: {affinity})")
     print(f"  load average : {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min, before the run)")
-    print(f"  python       : {platform.python_version()}; {versions()}")
-    print(f"  postgresql   : {pg_version} ({where}, {_redact(admin_url)})")
+    print(f"  python       : {platform.python_version()}; {versions(PACKAGES)}")
+    print(f"  postgresql   : {pg_version} ({where}, {redact(admin_url)})")
     print(f"  load         : {tool}")
     if args.receiver_sql is not None:
         print(f"  what-if      : {args.receiver_sql} applied to the receiver's database after migrating")
@@ -1032,14 +903,6 @@ def report(args: argparse.Namespace, results: dict[str, list[Measured]], cores: 
     return 1 if (args.strict and failures) else 0
 
 
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
-
-
 def _master_key() -> str:
     import base64
 
@@ -1053,10 +916,6 @@ def _stop_embedded(server: Any) -> None:
             with contextlib.suppress(Exception):
                 fn()
             return
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1122,7 +981,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.bodies is None:
         args.bodies = max(200_000, int(args.duration * 10_000))
 
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
     with contextlib.ExitStack() as stack:
         try:

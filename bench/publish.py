@@ -56,7 +56,6 @@ import platform
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -67,19 +66,32 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import psycopg
+from _common import (
+    DEFAULT_ADMIN_URL,
+    WEBHOOK_PATH,
+    BenchError,
+    CpuProbe,
+    child_env,
+    database,
+    free_port,
+    log,
+    postgres_pids,
+    query_one,
+    redact,
+    terminate,
+    versions,
+)
 from psycopg import sql
 
 from receiver.signatures import sign
 
 BENCH_DIR = Path(__file__).resolve().parent
+PACKAGES = ("procrastinate", "psycopg", "aiohttp", "nats-py", "uvloop")  # versions printed in the header
 BASELINE = BENCH_DIR / "procrastinate_baseline.py"
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
-WEBHOOK_PATH = "/webhooks/doitong"
 SUBSCRIBER_PATH = "/hooks/doitong"
 
 TARGET_HTTP_PER_S = 2000.0
@@ -89,57 +101,6 @@ TARGET_P99_MS = 100.0
 
 SEED_BATCH = 5000
 T = TypeVar("T")
-
-
-class BenchError(Exception):
-    """Something that stops the benchmark; printed as one line."""
-
-
-def log(message: str) -> None:
-    print(f"  .. {message}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def with_database(url: str, database: str) -> str:
-    parts = urlsplit(url)
-    scheme = "postgresql" if parts.scheme in ("postgres", "postgresql+psycopg") else parts.scheme
-    return urlunsplit((scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return urlunsplit(parts._replace(netloc=parts.netloc.replace(":" + parts.password + "@", ":***@")))
-    return url
-
-
-@contextlib.contextmanager
-def database(admin_url: str, name: str) -> Iterator[str]:
-    """A fresh database, dropped on the way out (whatever happened)."""
-    ident = sql.Identifier(name)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
-    try:
-        yield with_database(admin_url, name)
-    finally:
-        try:
-            with psycopg.connect(admin_url, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
-        except psycopg.Error as exc:
-            print(f"warning: could not drop database {name}: {exc}", file=sys.stderr)
-
-
-def query_one(url: str, statement: str, params: Any = None) -> Any:
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(statement, params).fetchone()
-        return row[0] if row else None
 
 
 def tidy(url: str) -> None:
@@ -178,16 +139,6 @@ def periodic_analyze(url: str, table: str, every: float) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(timeout=30)
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("RECEIVER_", "DOITONG_", "PROMETHEUS_", "BENCH_")) and k != "DATABASE_URL"
-    }
-    env.update(extra)
-    return env
 
 
 def new_whsec() -> str:
@@ -347,66 +298,6 @@ def wait_sql(url: str, statement: str, proc: Proc | Procs, what: str, timeout: f
 
 
 # ------------------------------------------------------------------------------ CPU
-
-
-class CpuProbe:
-    """CPU used by groups of processes between start and finish (Linux /proc), in cores busy
-    (1.0 = one core all the time), plus interrupts/steal, every other task, and idle."""
-
-    def __init__(self, groups: dict[str, set[int]]) -> None:
-        self.groups = groups
-        self.clock = os.sysconf("SC_CLK_TCK")
-        self.started = time.monotonic()
-        self.machine = self._machine()
-        self.procs = self._procs()
-
-    @staticmethod
-    def available() -> bool:
-        return Path("/proc/stat").exists()
-
-    def _machine(self) -> tuple[float, float, float]:
-        values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-        user, nice, system, idle, iowait, irq, softirq, steal = values
-        return (user + nice + system) / self.clock, (irq + softirq + steal) / self.clock, (idle + iowait) / self.clock
-
-    def _procs(self) -> dict[int, float]:
-        times: dict[int, float] = {}
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                data = Path(entry.path, "stat").read_bytes()
-            except OSError:
-                continue
-            fields = data[data.rfind(b")") + 2 :].split()
-            times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / self.clock
-        return times
-
-    def finish(self) -> dict[str, float]:
-        elapsed = max(1e-6, time.monotonic() - self.started)
-        busy0, irq0, idle0 = self.machine
-        busy1, irq1, idle1 = self._machine()
-        now = self._procs()
-        shares: dict[str, float] = {}
-        accounted = 0.0
-        for name, pids in self.groups.items():
-            used = sum(max(0.0, now[pid] - self.procs.get(pid, 0.0)) for pid in pids if pid in now)
-            accounted += used
-            shares[name] = used / elapsed
-        shares["irq"] = (irq1 - irq0) / elapsed
-        shares["other"] = max(0.0, (busy1 - busy0) - accounted) / elapsed
-        shares["idle"] = (idle1 - idle0) / elapsed
-        return shares
-
-
-def postgres_pids(url: str) -> set[int]:
-    """Backends of this database plus the server's own processes (WAL writer, checkpointer, ...)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() OR backend_type <> 'client backend'"
-        ).fetchall()
-        mine = conn.info.backend_pid
-    return {row[0] for row in rows if row[0] != mine}
 
 
 def pids_named(command: str) -> set[int]:
@@ -1620,25 +1511,13 @@ def code_version() -> str:
     return f"git {head} + uncommitted changes in {len(dirty)} file(s): {files}"
 
 
-def versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = []
-    for name in ("procrastinate", "psycopg", "aiohttp", "nats-py", "uvloop"):
-        try:
-            found.append(f"{name} {version(name)}")
-        except PackageNotFoundError:
-            found.append(f"{name} -")
-    return ", ".join(found)
-
-
 def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     cores = os.cpu_count() or 0
     admin_url = args.database_url or os.environ.get("DATABASE_URL") or DEFAULT_ADMIN_URL
     try:
         pg_version = query_one(admin_url, "SHOW server_version")
     except psycopg.Error as exc:
-        raise BenchError(f"cannot connect to {_redact(admin_url)}: {exc}") from None
+        raise BenchError(f"cannot connect to {redact(admin_url)}: {exc}") from None
     if "baseline" in args.only:
         try:
             import procrastinate  # noqa: F401
@@ -1669,9 +1548,9 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     print("doitong-receiver publish benchmark", flush=True)
     print(f"  cores        : {cores} (usable by this process: {len(os.sched_getaffinity(0))})")
     print(f"  load average : {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min, before the run)")
-    print(f"  python       : {platform.python_version()}; {versions()}")
+    print(f"  python       : {platform.python_version()}; {versions(PACKAGES)}")
     print(f"  receiver     : {code_version()}")
-    print(f"  postgresql   : {pg_version} ({_redact(admin_url)})")
+    print(f"  postgresql   : {pg_version} ({redact(admin_url)})")
     print(f"  nats         : {args.nats_url if nats else 'skipped'}")
     autovacuum = query_one(admin_url, "SHOW autovacuum")
     if autovacuum != "on":
@@ -1715,10 +1594,6 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
             time.sleep(1.0)
     print(f"\n  load average : {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min, after the run)")
     return report(ctx, drains, latencies)
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1812,7 +1687,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.events < 1 or args.rate <= 0 or args.duration <= 0 or args.warmup < 0 or args.concurrency < 1:
         parser.error("--events, --rate, --duration and --concurrency must be positive")
 
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     with contextlib.ExitStack() as stack:
         try:
