@@ -7,12 +7,14 @@ from the scripts' own folder.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
+import signal
 import socket
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,29 @@ def log(message: str) -> None:
 def terminate(signum: int, frame: Any) -> None:
     """SIGTERM handler: unwind like Ctrl-C, so every `finally` cleans up."""
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_main(
+    script: str,
+    run: Callable[[argparse.Namespace, contextlib.ExitStack[Any]], int],
+    args: argparse.Namespace,
+    cleanup: Callable[[], None],
+) -> int:
+    """Run a benchmark to its exit status: 2 when it could not run, 130 when interrupted
+    (Ctrl-C or SIGTERM); `cleanup` (kill what it started) runs whatever happened."""
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
+    with contextlib.ExitStack() as stack:
+        try:
+            return run(args, stack)
+        except (BenchError, psycopg.Error) as exc:
+            print(f"bench/{script}: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"\nbench/{script}: interrupted; cleaning up", file=sys.stderr)
+            return 130
+        finally:
+            cleanup()
 
 
 def free_port() -> int:

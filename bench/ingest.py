@@ -81,7 +81,7 @@ from _common import (
     postgres_pids,
     query_one,
     redact,
-    terminate,
+    run_main,
     versions,
 )
 
@@ -981,24 +981,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.bodies is None:
         args.bodies = max(200_000, int(args.duration * 10_000))
 
-    signal.signal(signal.SIGTERM, terminate)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
-    with contextlib.ExitStack() as stack:
-        try:
-            return run(args, stack)
-        except (BenchError, psycopg.Error) as exc:
-            print(f"bench/ingest.py: {exc}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print("\nbench/ingest.py: interrupted; cleaning up", file=sys.stderr)
-            return 130
-        finally:
-            for proc in list(_children):
-                with contextlib.suppress(OSError):
-                    proc.kill()
-            for server in list(_servers):
-                server.stop()
-    return 0
+    def cleanup() -> None:
+        for proc in list(_children):
+            with contextlib.suppress(OSError):
+                proc.kill()
+        for server in list(_servers):
+            server.stop()
+
+    return run_main("ingest.py", run, args, cleanup)
 
 
 if __name__ == "__main__":

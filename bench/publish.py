@@ -81,7 +81,7 @@ from _common import (
     postgres_pids,
     query_one,
     redact,
-    terminate,
+    run_main,
     versions,
 )
 from psycopg import sql
@@ -1687,24 +1687,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.events < 1 or args.rate <= 0 or args.duration <= 0 or args.warmup < 0 or args.concurrency < 1:
         parser.error("--events, --rate, --duration and --concurrency must be positive")
 
-    signal.signal(signal.SIGTERM, terminate)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    with contextlib.ExitStack() as stack:
-        try:
-            return run(args, stack)
-        except (BenchError, psycopg.Error) as exc:
-            print(f"bench/publish.py: {exc}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print("\nbench/publish.py: interrupted; cleaning up", file=sys.stderr)
-            return 130
-        finally:
-            for load in list(_loads):
-                with contextlib.suppress(OSError):
-                    load.kill()
-            for proc in list(_procs):
-                proc.kill()
-    return 0
+    def cleanup() -> None:
+        for load in list(_loads):
+            with contextlib.suppress(OSError):
+                load.kill()
+        for proc in list(_procs):
+            proc.kill()
+
+    return run_main("publish.py", run, args, cleanup)
 
 
 if __name__ == "__main__":
