@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from receiver import api, crypto, db, endpoints, inbound, metrics, migrate, openapi, outbox
+from receiver import api, crypto, db, endpoints, inbound, logs, metrics, migrate, openapi, outbox
 from receiver.config import Settings
 from receiver.errors import DatabaseUnavailable, ReceiverError
 from receiver.logs import AccessLog
@@ -110,8 +110,11 @@ class ReceiverApp:
 
 
 def factory() -> ReceiverApp:
-    """Entry point for `uvicorn --factory` workers: settings from the environment."""
-    return create_app(Settings.from_env())
+    """Entry point for `uvicorn --factory` workers: settings from the environment. A worker
+    is a fresh process, so it sets up its own logging (else its request lines are lost)."""
+    settings = Settings.from_env()
+    logs.setup(settings)
+    return create_app(settings)
 
 
 async def openapi_document(request: Request) -> Response:

@@ -70,11 +70,16 @@ def key_env(tmp_path: Path, database_url: str) -> dict[str, str]:
     )
 
 
-def test_serve_logs_one_json_line_per_request_without_secrets(key_env: dict[str, str]) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_logs_one_json_line_per_request_without_secrets(key_env: dict[str, str], workers: int) -> None:
     port = _free_port()
     env = dict(key_env, RECEIVER_LOG_FORMAT="json")
     process = subprocess.Popen(
-        [*RECEIVER, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*RECEIVER, "serve", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
