@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import errno
 import logging
 import os
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -122,6 +124,7 @@ def _migrate(url: str) -> None:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     settings = _with_flags(settings, args)
     settings.require_database_url()
+    _check_listen(settings)
     asyncio.run(_preflight(settings))
     if settings.workers > 1:
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -139,6 +142,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     settings = _with_flags(settings, args)
+    _check_listen(settings)
     if settings.database_url is None:
         log.info("DATABASE_URL is not set: starting an embedded PostgreSQL under %s", settings.home)
         _server, url = embedded.start(settings.home)
@@ -194,6 +198,22 @@ def _with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
             raise ConfigError("--workers: use 1 or more")
         changes["workers"] = args.workers
     return settings.replace(**changes) if changes else settings
+
+
+def _check_listen(settings: Settings) -> None:
+    """Fail with one line naming the setting when the server could not listen, before
+    anything starts (uvicorn would print a traceback-like burst and exit 3)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConfigError(f"RECEIVER_HOST (--host): cannot resolve {settings.host!r} ({exc})") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            setting = "RECEIVER_PORT (--port)" if exc.errno == errno.EADDRINUSE else "RECEIVER_HOST (--host)"
+            raise ConfigError(f"{setting}: cannot listen on {settings.host}:{settings.port} ({exc.strerror})") from None
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

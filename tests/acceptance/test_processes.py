@@ -139,18 +139,27 @@ def test_run_starts_embedded_postgres_and_stops_it_on_sigterm(tmp_path: Path) ->
 
 
 def test_bad_config_stops_start_up_with_one_line(tmp_path: Path, database_url: str) -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    taken = str(busy.getsockname()[1])
     cases = [
         (_env(tmp_path, DATABASE_URL=database_url, RECEIVER_MASTER_KEY="not-a-key"), "RECEIVER_MASTER_KEY"),
         (_env(tmp_path), "DATABASE_URL"),
         (_env(tmp_path, DATABASE_URL="mysql://x/y"), "DATABASE_URL"),
         (_env(tmp_path, DATABASE_URL=database_url, RECEIVER_MAX_BODY_BYTES="lots"), "RECEIVER_MAX_BODY_BYTES"),
+        (_env(tmp_path, DATABASE_URL=database_url, RECEIVER_HOST="no-such-host.invalid"), "RECEIVER_HOST"),
+        (_env(tmp_path, DATABASE_URL=database_url, RECEIVER_HOST="192.0.2.1"), "RECEIVER_HOST"),  # not this machine's
+        (_env(tmp_path, DATABASE_URL=database_url, RECEIVER_PORT=taken), "RECEIVER_PORT"),
     ]
-    for env, setting in cases:
-        result = _cli(env, "serve", "--port", str(_free_port()))
-        assert result.returncode == 2, (setting, result.stderr)
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1, lines
-        assert setting in lines[0]
+    with busy:
+        for env, setting in cases:
+            port = env.get("RECEIVER_PORT") or str(_free_port())
+            result = _cli(env, "serve", "--port", port)
+            assert result.returncode == 2, (setting, result.stderr)
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1, lines
+            assert setting in lines[0]
 
 
 def test_endpoint_commands_and_a_wrong_master_key(tmp_path: Path, database_url: str) -> None:
