@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date
 from pathlib import Path
 
-from tests.support import Receiver, doitong_body, metric, query, running, settings_for
+from receiver import migrate
+from tests.support import Receiver, doitong_body, execute, metric, query, running, scalar, settings_for
 
 
 async def test_healthz_and_readyz(receiver: Receiver) -> None:
@@ -25,6 +26,19 @@ async def test_readyz_is_503_while_the_schema_is_behind(empty_database_url: str,
         assert response.status_code == 503
 
 
+async def test_readyz_is_503_while_the_schema_is_one_revision_behind(empty_database_url: str, tmp_path: Path) -> None:
+    head = migrate.head_revision()
+    migrate.upgrade(empty_database_url, "head")
+    migrate.downgrade(empty_database_url, "-1")
+    async with running(settings_for(empty_database_url, tmp_path)) as receiver:
+        ready = await receiver.client.get(receiver.url + "/readyz")
+        assert ready.status_code == 503
+        assert f"expected {head}" in ready.json()["reason"]
+        migrate.upgrade(empty_database_url, "head")
+        ready = await receiver.client.get(receiver.url + "/readyz")
+        assert ready.status_code == 200 and ready.json()["revision"] == head
+
+
 async def test_metrics_count_outcomes_latency_and_backlog(receiver: Receiver) -> None:
     webhooks = "receiver_webhooks_total"
     default = {"endpoint": "default"}
@@ -34,6 +48,7 @@ async def test_metrics_count_outcomes_latency_and_backlog(receiver: Receiver) ->
     }
     unknown_before = await metric(receiver, webhooks, endpoint="(unknown)", outcome="not_found")
     latency_before = await metric(receiver, "receiver_webhook_duration_seconds_count")
+    replays_before = await metric(receiver, "receiver_webhook_replays_total", **default)
     created_before = await metric(receiver, "receiver_outbox_events_created_total", type="job.processing")
 
     await receiver.post(doitong_body("job-m1", "processing"))
@@ -48,6 +63,7 @@ async def test_metrics_count_outcomes_latency_and_backlog(receiver: Receiver) ->
     text = (await receiver.client.get(receiver.url + "/metrics")).text
     assert "absent" not in text
     assert await metric(receiver, "receiver_webhook_duration_seconds_count") == latency_before + 4
+    assert await metric(receiver, "receiver_webhook_replays_total", **default) == replays_before + 1
     assert await metric(receiver, "receiver_outbox_events_created_total", type="job.processing") == created_before + 1
     assert await metric(receiver, "receiver_outbox_backlog") == 1.0
     assert await metric(receiver, "receiver_database_up") == 1.0
@@ -86,4 +102,23 @@ async def test_views_answer_the_operator_questions(receiver: Receiver) -> None:
     assert history == [
         ("processing", None, True, "job.processing"),
         ("completed", "processing", True, "job.completed"),
+    ]
+
+
+async def test_daily_usage_counts_credits_and_falls_back_to_first_seen(receiver: Receiver) -> None:
+    url = receiver.settings.database_url
+    assert url is not None
+    # Registered through us with a credit cost, then reported by webhooks.
+    execute(url, "SELECT receiver_register_job('job-c1', 'hedra', 'avatar', NULL, NULL, 7, NULL)")
+    execute(url, "SELECT receiver_register_job('job-c2', 'hedra', 'avatar', NULL, NULL, 5, NULL)")
+    for job in ("job-c1", "job-c2"):
+        await receiver.post(doitong_body(job, "completed", createdAt="2024-05-01T12:00:00Z"))
+    # No createdAt at all: the day we first saw it, in UTC.
+    await receiver.post(doitong_body("job-c3", "completed", createdAt=None))
+    first_seen = scalar(url, "SELECT first_seen_at FROM jobs WHERE id = 'job-c3'")
+
+    usage = query(url, "SELECT day, service, status, jobs, credits FROM daily_usage ORDER BY day")
+    assert usage == [
+        (date(2024, 5, 1), "hedra", "completed", 2, 12),
+        (first_seen.astimezone(UTC).date(), "hedra", "completed", 1, 0),
     ]
