@@ -9,9 +9,7 @@ back from the broker and is reported as a failure, not silently dropped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 
 import aio_pika
 import aiormq.exceptions
@@ -20,19 +18,16 @@ from aio_pika.exceptions import DeliveryError, PublishError
 from pamqp.commands import Basic
 from yarl import URL
 
-from receiver.errors import ConfigError, ReceiverError
+from receiver.errors import ConfigError
 from receiver.sinks.base import Message, Result
+from receiver.sinks.broker import BrokerSink, Unavailable, describe
 
 log = logging.getLogger("receiver.sinks.amqp")
 
 _SCHEMES = ("amqp", "amqps")
 
 
-class _Unavailable(Exception):
-    """Internal: no usable connection right now; the text is the Result error."""
-
-
-class AmqpSink:
+class AmqpSink(BrokerSink):
     """Publishes outbox events to a durable RabbitMQ topic exchange and waits for the confirm.
 
     `url` is an `amqp://user:password@host:5672/vhost` URL; only `display_url`
@@ -40,6 +35,8 @@ class AmqpSink:
     robust connection reconnects (and re-declares the exchange) on its own
     after a drop, so deliveries resume when the broker returns.
     """
+
+    broker = "RabbitMQ"
 
     def __init__(
         self,
@@ -63,49 +60,11 @@ class AmqpSink:
                 raise ConfigError(f"AMQP {name} must be positive, not {value}")
         self.exchange = exchange
         self._connect_timeout = connect_timeout
-        self._publish_timeout = publish_timeout
         self._reconnect_interval = reconnect_interval
         self._connection: aio_pika.RobustConnection | None = None
         self._exchange: AbstractRobustExchange | None = None
-        self._lock = asyncio.Lock()
-        # Bumped on every connect attempt so that callers queued behind a failed
-        # attempt report its error instead of each trying again in turn.
-        self._attempts = 0
-        # After a failed attempt, sends fail fast until then instead of each paying for a new one.
-        self._retry_at = 0.0
-        self._last_error = "not connected to RabbitMQ yet"
+        super().__init__(publish_timeout=publish_timeout, retry_interval=reconnect_interval)
         self._up = False  # only for logging a drop once, not on every failed reconnect
-        self._closed = False
-        # Sends awaiting their confirm; close() lets them finish before it closes the connection.
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    async def connect(self) -> None:
-        """Connect, open a confirming channel and declare the exchange (durable topic) when missing.
-
-        Raises `ReceiverError` when the broker cannot be reached in time. The
-        sink stays usable either way: `send` tries again on demand.
-        """
-        if self._closed:
-            raise ReceiverError("AmqpSink is closed")
-        try:
-            await self._establish(eager=True)
-        except _Unavailable as exc:
-            raise ReceiverError(f"RabbitMQ at {self.display_url}: {exc}") from None
-
-    async def send(self, message: Message) -> Result:
-        """Publish once (persistent, mandatory) and wait for the broker's confirm."""
-        if self._closed:
-            return Result(ok=False, error="RabbitMQ sink is closed")
-        self._in_flight += 1
-        self._idle.clear()
-        try:
-            return await self._send(message)
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
 
     async def _send(self, message: Message) -> Result:
         routing_key = message.event_type
@@ -120,7 +79,7 @@ class AmqpSink:
             exchange = await self._ready()
             async with asyncio.timeout(self._publish_timeout):
                 confirmation = await exchange.publish(outgoing, routing_key, mandatory=True)
-        except _Unavailable as exc:
+        except Unavailable as exc:
             return Result(ok=False, error=str(exc))
         except PublishError:
             return Result(ok=False, error=f"unroutable: no queue bound for {routing_key}")
@@ -131,9 +90,9 @@ class AmqpSink:
         except aiormq.exceptions.ChannelInvalidStateError:
             return Result(ok=False, error="RabbitMQ channel is closed (reopening)")
         except aiormq.exceptions.ChannelClosed as exc:
-            return Result(ok=False, error=f"RabbitMQ closed the channel: {_describe(exc)}")
+            return Result(ok=False, error=f"RabbitMQ closed the channel: {describe(exc)}")
         except Exception as exc:  # a sink reports failures, it never raises them
-            return Result(ok=False, error=_describe(exc))
+            return Result(ok=False, error=describe(exc))
         if not isinstance(confirmation, Basic.Ack):
             # Only reachable if the channel stops raising on returns; never count it as delivered.
             return Result(ok=False, error=f"unexpected RabbitMQ confirmation: {type(confirmation).__name__}")
@@ -141,9 +100,7 @@ class AmqpSink:
 
     async def close(self) -> None:
         """Let sends in flight get their confirms, then close; the sink cannot be used afterwards."""
-        self._closed = True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), self._publish_timeout)
+        await self._stop_sending()
         async with self._lock:
             connection, self._connection, self._exchange = self._connection, None, None
         if connection is not None:
@@ -155,7 +112,7 @@ class AmqpSink:
             if not connection.connected.is_set():
                 # The robust connection is already reconnecting in the background; waiting
                 # for it here would only hold the publisher's slots until the timeout.
-                raise _Unavailable("not connected to RabbitMQ (reconnecting)")
+                raise Unavailable("not connected to RabbitMQ (reconnecting)")
             return exchange
         return await self._establish()
 
@@ -163,14 +120,10 @@ class AmqpSink:
         """Connect and declare, one attempt at a time, bounded by the connect timeout."""
         attempt = self._attempts
         async with self._lock:
-            if self._closed:
-                raise _Unavailable("RabbitMQ sink is closed")
+            self._check_open()
             if self._connection is not None and self._exchange is not None and not self._connection.is_closed:
                 return self._exchange
-            if self._attempts != attempt or (not eager and time.monotonic() < self._retry_at):
-                raise _Unavailable(self._last_error)
-            self._attempts += 1
-            self._retry_at = time.monotonic() + self._reconnect_interval
+            self._begin_attempt(attempt, eager=eager)
             connection = aio_pika.RobustConnection(
                 self._url,
                 reconnect_interval=self._reconnect_interval,
@@ -189,12 +142,12 @@ class AmqpSink:
                 if isinstance(exc, TimeoutError):
                     self._last_error = f"cannot connect to RabbitMQ within {self._connect_timeout:g}s"
                 elif isinstance(exc, aiormq.exceptions.ChannelPreconditionFailed):
-                    self._last_error = f"exchange {self.exchange} exists with other settings: {_describe(exc)}"
+                    self._last_error = f"exchange {self.exchange} exists with other settings: {describe(exc)}"
                 elif isinstance(exc, Exception):
-                    self._last_error = f"cannot connect to RabbitMQ: {_describe(exc)}"
+                    self._last_error = f"cannot connect to RabbitMQ: {describe(exc)}"
                 else:
                     raise
-                raise _Unavailable(self._last_error) from None
+                raise Unavailable(self._last_error) from None
             connection.reconnect_callbacks.add(self._on_reconnected)
             connection.close_callbacks.add(self._on_connection_closed)
             self._connection, self._exchange = connection, exchange
@@ -211,7 +164,7 @@ class AmqpSink:
         # Called again for every failed reconnect attempt; only the drop itself is worth a warning.
         if self._up and not self._closed:
             self._up = False
-            log.warning("disconnected from RabbitMQ at %s: %s; reconnecting", self.display_url, _describe(exc))
+            log.warning("disconnected from RabbitMQ at %s: %s; reconnecting", self.display_url, describe(exc))
 
 
 def _parse_url(url: str) -> URL:
@@ -235,16 +188,8 @@ def _frame_name(frame: object) -> str:
     return type(frame).__name__
 
 
-def _describe(exc: BaseException | None) -> str:
-    if exc is None:
-        return "closed"
-    text = str(exc).strip()
-    name = type(exc).__name__
-    return (f"{name}: {text}" if text and text != name else name)[:200]
-
-
 async def _close_quietly(connection: aio_pika.RobustConnection) -> None:
     try:
         await connection.close()
     except Exception as exc:
-        log.debug("closing a RabbitMQ connection: %s", _describe(exc))
+        log.debug("closing a RabbitMQ connection: %s", describe(exc))

@@ -8,11 +8,9 @@ duplicate ack, which counts as delivered.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import re
-import time
 from urllib.parse import urlsplit
 
 import nats.errors
@@ -21,8 +19,9 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 
-from receiver.errors import ConfigError, ReceiverError
+from receiver.errors import ConfigError
 from receiver.sinks.base import Message, Result
+from receiver.sinks.broker import BrokerSink, Unavailable, describe
 
 log = logging.getLogger("receiver.sinks.nats")
 
@@ -35,11 +34,7 @@ _BAD_STREAM_NAME = re.compile(r"[\s.*>/\\]")
 _BAD_TOKEN = re.compile(r"(^$|^[*>]$|\s)")
 
 
-class _Unavailable(Exception):
-    """Internal: the connection or the stream is not ready; the text is the Result error."""
-
-
-class NatsSink:
+class NatsSink(BrokerSink):
     """Publishes outbox events to a JetStream stream and waits for the stream's ack.
 
     `url` is a NATS server URL (several may be comma-separated) and may carry
@@ -47,6 +42,8 @@ class NatsSink:
     `send` connects on demand, and nats-py reconnects on its own after a drop,
     so deliveries resume when the server returns without restarting anything.
     """
+
+    broker = "NATS"
 
     def __init__(
         self,
@@ -70,23 +67,11 @@ class NatsSink:
         self.stream = stream
         self.subject_prefix = subject_prefix
         self._connect_timeout = connect_timeout
-        self._publish_timeout = publish_timeout
         self._reconnect_wait = reconnect_wait
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._stream_ready = False
-        self._lock = asyncio.Lock()
-        # Bumped on every connect attempt so that callers queued behind a failed
-        # attempt report its error instead of each trying again in turn.
-        self._attempts = 0
-        # After a failed attempt, sends fail fast until then instead of each paying for a new one.
-        self._retry_at = 0.0
-        self._last_error = "not connected to NATS yet"
-        self._closed = False
-        # Sends awaiting their ack; close() lets them finish before it drains the connection.
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        super().__init__(publish_timeout=publish_timeout, retry_interval=reconnect_wait)
 
     @property
     def subjects(self) -> str:
@@ -96,32 +81,6 @@ class NatsSink:
     def subject_for(self, event_type: str) -> str:
         """The subject an event type is published on, e.g. `doitong.job.completed`."""
         return f"{self.subject_prefix}.{event_type}"
-
-    async def connect(self) -> None:
-        """Connect and make sure the stream exists (created when missing, left alone when present).
-
-        Raises `ReceiverError` when the server cannot be reached in time. The
-        sink stays usable either way: `send` tries again on demand.
-        """
-        if self._closed:
-            raise ReceiverError("NatsSink is closed")
-        try:
-            await self._establish(eager=True)
-        except _Unavailable as exc:
-            raise ReceiverError(f"NATS at {self.display_url}: {exc}") from None
-
-    async def send(self, message: Message) -> Result:
-        """Publish once and wait for the JetStream ack; a duplicate ack is a success."""
-        if self._closed:
-            return Result(ok=False, error="NATS sink is closed")
-        self._in_flight += 1
-        self._idle.clear()
-        try:
-            return await self._send(message)
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
 
     async def _send(self, message: Message) -> Result:
         if any(_BAD_TOKEN.search(token) for token in message.event_type.split(".")):
@@ -135,7 +94,7 @@ class NatsSink:
                 stream=self.stream,
                 headers={MSG_ID_HEADER: message.event_id},
             )
-        except _Unavailable as exc:
+        except Unavailable as exc:
             return Result(ok=False, error=str(exc))
         except nats.js.errors.NoStreamResponseError:
             # The stream may have been deleted (or the server replaced): check it again next time.
@@ -152,16 +111,14 @@ class NatsSink:
         except nats.errors.MaxPayloadError:
             return Result(ok=False, error="message is larger than the NATS server's max_payload")
         except Exception as exc:  # a sink reports failures, it never raises them
-            return Result(ok=False, error=_describe(exc))
+            return Result(ok=False, error=describe(exc))
         if ack.duplicate:
             log.debug("duplicate ack for event %s (already in stream %s)", message.event_id, ack.stream)
         return Result(ok=True)
 
     async def close(self) -> None:
         """Let sends in flight get their acks, then drain and close; the sink cannot be used afterwards."""
-        self._closed = True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), self._publish_timeout)
+        await self._stop_sending()
         async with self._lock:
             nc, self._nc, self._js = self._nc, None, None
         if nc is None or nc.is_closed:
@@ -170,7 +127,7 @@ class NatsSink:
             try:
                 await asyncio.wait_for(nc.drain(), self._publish_timeout + 1)
             except Exception as exc:
-                log.debug("NATS drain failed: %s", _describe(exc))
+                log.debug("NATS drain failed: %s", describe(exc))
         if not nc.is_closed:
             await nc.close()
 
@@ -181,31 +138,27 @@ class NatsSink:
         if nc is not None and (nc.is_reconnecting or nc.is_connecting) and not nc.is_closed:
             # nats-py is already reconnecting in the background; waiting for it here
             # would only hold the publisher's slots until the ack timeout.
-            raise _Unavailable("not connected to NATS (reconnecting)")
+            raise Unavailable("not connected to NATS (reconnecting)")
         return await self._establish()
 
     async def _establish(self, *, eager: bool = False) -> JetStreamContext:
         """Connect and check the stream, one attempt at a time, bounded by the connect timeout."""
         attempt = self._attempts
         async with self._lock:
-            if self._closed:
-                raise _Unavailable("NATS sink is closed")
+            self._check_open()
             nc, js = self._nc, self._js
             if nc is not None and js is not None and nc.is_connected and self._stream_ready:
                 return js
-            if self._attempts != attempt or (not eager and time.monotonic() < self._retry_at):
-                raise _Unavailable(self._last_error)
-            self._attempts += 1
-            self._retry_at = time.monotonic() + self._reconnect_wait
+            self._begin_attempt(attempt, eager=eager)
             try:
                 if nc is None or js is None or nc.is_closed:
                     nc = await self._open()
                     js = nc.jetstream(timeout=self._publish_timeout)
                     self._nc, self._js = nc, js
                 elif not nc.is_connected:
-                    raise _Unavailable("not connected to NATS (reconnecting)")
+                    raise Unavailable("not connected to NATS (reconnecting)")
                 await asyncio.wait_for(self._ensure_stream(nc), self._connect_timeout + self._publish_timeout)
-            except _Unavailable as exc:
+            except Unavailable as exc:
                 self._last_error = str(exc)
                 raise
             except TimeoutError:
@@ -213,12 +166,12 @@ class NatsSink:
             except nats.js.errors.APIError as exc:
                 self._last_error = f"cannot create stream {self.stream}: {exc.description} (JetStream {exc.err_code})"
             except Exception as exc:
-                self._last_error = f"cannot set up stream {self.stream}: {_describe(exc)}"
+                self._last_error = f"cannot set up stream {self.stream}: {describe(exc)}"
             else:
                 self._stream_ready = True
                 self._retry_at = 0.0
                 return js
-            raise _Unavailable(self._last_error)
+            raise Unavailable(self._last_error)
 
     async def _open(self) -> Client:
         nc = Client()
@@ -247,10 +200,10 @@ class NatsSink:
             last = nc.last_error
             await _close_quietly(nc)
             if isinstance(exc, TimeoutError):
-                why = f" ({_describe(last)})" if last is not None else ""
-                raise _Unavailable(f"cannot connect to NATS within {self._connect_timeout:g}s{why}") from None
+                why = f" ({describe(last)})" if last is not None else ""
+                raise Unavailable(f"cannot connect to NATS within {self._connect_timeout:g}s{why}") from None
             if isinstance(exc, Exception):
-                raise _Unavailable(f"cannot connect to NATS: {_describe(exc)}") from None
+                raise Unavailable(f"cannot connect to NATS: {describe(exc)}") from None
             raise
         log.info("connected to NATS at %s", self.display_url)
         return nc
@@ -278,10 +231,10 @@ class NatsSink:
         nc = self._nc
         if nc is not None and nc.is_connected and not isinstance(exc, (nats.errors.StaleConnectionError, OSError)):
             # E.g. a permissions violation: the server keeps the connection, publishes just go nowhere.
-            log.warning("NATS %s: %s", self.display_url, _describe(exc))
+            log.warning("NATS %s: %s", self.display_url, describe(exc))
         else:
             # Every failed (re)connect attempt lands here; the drop itself is logged once, in _on_disconnected.
-            log.debug("NATS %s: %s", self.display_url, _describe(exc))
+            log.debug("NATS %s: %s", self.display_url, describe(exc))
 
     async def _on_disconnected(self) -> None:
         # Also called when a failed first attempt or close() shuts a client down; only a drop is news.
@@ -327,14 +280,8 @@ def _redact(url: str) -> str:
     return f"{scheme}://{shown}@{hostport}{slash}{path}"
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    name = type(exc).__name__
-    return (f"{name}: {text}" if text and text != name else name)[:200]
-
-
 async def _close_quietly(nc: Client) -> None:
     try:
         await nc.close()
     except Exception as exc:
-        log.debug("closing a failed NATS connection: %s", _describe(exc))
+        log.debug("closing a failed NATS connection: %s", describe(exc))
