@@ -14,9 +14,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from receiver import durations, logs
+from receiver import durations
 from receiver.config import Settings
-from receiver.errors import ConfigError, ReceiverError
+from receiver.errors import ConfigError
 from receiver.simulator import server
 from receiver.simulator.config import Account, SimulatorConfig
 
@@ -139,20 +139,8 @@ def _seconds(text: str, flag: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run `receiver simulate` with `argv` as its flags; the exit code."""
-    parser = argparse.ArgumentParser(prog="receiver")
-    register(parser.add_subparsers(metavar="COMMAND"))
-    args = parser.parse_args(["simulate", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        settings = Settings.from_env()
-        logs.setup(settings)
-        result: int = args.handler(settings, args)
-        return result
-    except ConfigError as exc:
-        print(f"receiver: config error: {exc}", file=sys.stderr)
-        return 2
-    except ReceiverError as exc:
-        print(f"receiver: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    """Run `receiver simulate` with `argv` as its flags; the exit code (the same command line,
+    errors and exit codes as `receiver simulate`)."""
+    from receiver import cli  # imported here: receiver.cli imports this module
+
+    return cli.main(["simulate", *(sys.argv[1:] if argv is None else argv)])
