@@ -63,20 +63,22 @@ RETURNING (SELECT count(*) FROM fanned)
 
 # Only the claim it reports on: `claimed_until` identifies one claim of a row (a row can be
 # claimed again by the same publisher once an earlier claim was released or ran out).
-# A released claim (undo) was never attempted: it goes back as it was, attempt uncounted.
+# A released claim (undo) was never attempted: it goes back as it was, attempt uncounted and
+# `last_attempt_at` what it was before the claim.
 COMPLETE = """
 UPDATE deliveries d SET
     state = v.state,
     last_status = CASE WHEN v.undo THEN d.last_status ELSE v.status END,
     last_error = CASE WHEN v.undo THEN d.last_error ELSE v.error END,
     attempts = d.attempts - v.undo::integer,
+    last_attempt_at = CASE WHEN v.undo THEN v.previous_attempt_at ELSE d.last_attempt_at END,
     next_attempt_at = coalesce(v.next_attempt_at, d.next_attempt_at),
     delivered_at = CASE WHEN v.state = 'delivered' THEN now() ELSE d.delivered_at END,
     claimed_by = NULL,
     claimed_until = NULL
 FROM unnest(%(ids)s::bigint[], %(claims)s::timestamptz[], %(states)s::text[], %(statuses)s::integer[],
-            %(errors)s::text[], %(nexts)s::timestamptz[], %(undo)s::boolean[])
-     AS v(id, claimed_until, state, status, error, next_attempt_at, undo)
+            %(errors)s::text[], %(nexts)s::timestamptz[], %(undo)s::boolean[], %(previous)s::timestamptz[])
+     AS v(id, claimed_until, state, status, error, next_attempt_at, undo, previous_attempt_at)
 WHERE d.id = v.id AND d.claimed_by = %(me)s AND d.claimed_until = v.claimed_until
 """
 # Each subscription contributes at most its free share of slots (cap minus what this
@@ -101,11 +103,11 @@ WITH done AS (
 ), busy AS (
     SELECT * FROM unnest(%(busy_ids)s::text[], %(busy_counts)s::integer[]) AS b(subscription_id, in_flight)
 ), due AS (
-    SELECT c.id, c.next_attempt_at, c.event_seq
+    SELECT c.id, c.next_attempt_at, c.event_seq, c.last_attempt_at
     FROM subscriptions s
     LEFT JOIN busy b ON b.subscription_id = s.id
     CROSS JOIN LATERAL (
-        SELECT d.id, d.next_attempt_at, d.event_seq
+        SELECT d.id, d.next_attempt_at, d.event_seq, d.last_attempt_at
         FROM deliveries d
         WHERE d.subscription_id = s.id
           AND d.state = 'pending'
@@ -133,7 +135,7 @@ UPDATE deliveries d SET
 FROM due, outbox_events o
 WHERE d.id = due.id AND o.id = d.event_id
 RETURNING d.id, d.subscription_id, d.attempts, o.id, o.type, o.job_id, o.payload::text, o.created_at,
-    d.claimed_until
+    d.claimed_until, due.last_attempt_at
 """
 
 DISABLE_GONE = """
@@ -153,6 +155,7 @@ class Claimed:
     body: bytes
     event_created_at: datetime
     claimed_until: datetime  # the lease, and what tells this claim of the row from any later one
+    previous_attempt_at: datetime | None = None  # last_attempt_at before this claim, restored on release
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +167,7 @@ class Completion:
     error: str | None
     next_attempt_at: datetime | None
     undo: bool = False  # a claim given back unattempted
+    previous_attempt_at: datetime | None = None  # with undo: the last_attempt_at to restore
 
     @classmethod
     def of(
@@ -179,7 +183,8 @@ class Completion:
 
     @classmethod
     def release(cls, item: Claimed) -> Completion:
-        return cls(item.delivery_id, item.claimed_until, "pending", None, None, None, undo=True)
+        """`item`'s claim given back unattempted: the row goes back as it was."""
+        return cls(item.delivery_id, item.claimed_until, "pending", None, None, None, True, item.previous_attempt_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +272,7 @@ async def claim(
             body=row[6].encode(),
             event_created_at=row[7],
             claimed_until=row[8],
+            previous_attempt_at=row[9],
         )
         for row in await cursor.fetchall()
     ]
@@ -286,6 +292,7 @@ def _completion_params(me: str, completions: Sequence[Completion]) -> dict[str, 
         "errors": [c.error for c in completions],
         "nexts": [c.next_attempt_at for c in completions],
         "undo": [c.undo for c in completions],
+        "previous": [c.previous_attempt_at for c in completions],
     }
 
 
