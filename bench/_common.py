@@ -118,6 +118,19 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def signed_requests(bodies: Path, port: int) -> list[bytes]:
+    """Whole HTTP/1.1 requests for the body file's lines (`sha256=<hex> <json>`), ready to write."""
+    head = f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n".encode()
+    requests: list[bytes] = []
+    with bodies.open("rb") as handle:
+        for line in handle:
+            signature, _, body = line.rstrip(b"\n").partition(b" ")
+            requests.append(
+                head + b"X-Doitong-Signature: " + signature + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+            )
+    return requests
+
+
 def versions(names: Iterable[str]) -> str:
     found = []
     for name in names:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import hmac
 import logging
 import os
 import sys
@@ -36,11 +35,10 @@ from typing import Any
 
 import orjson
 import uvicorn
+from _asgi import answer, read_body, signed
 from psycopg_pool import AsyncConnectionPool
 
-SIGNATURE_HEADER = b"x-doitong-signature"
 POOL_SIZE = 10
-MAX_BODY = 1024 * 1024
 
 SCHEMA = [
     """
@@ -151,8 +149,6 @@ WITH inbound AS (
 SELECT (SELECT id FROM inbound) IS NOT NULL, (SELECT id FROM event)
 """
 
-_JSON = [(b"content-type", b"application/json")]
-
 
 def create_app(database_url: str, secret: str, pool_size: int = POOL_SIZE) -> Any:
     key = secret.encode()
@@ -165,40 +161,13 @@ def create_app(database_url: str, secret: str, pool_size: int = POOL_SIZE) -> An
         kwargs={"autocommit": True, "application_name": "bench-baseline"},
     )
 
-    async def answer(send: Any, status: int, content: Any) -> None:
-        body = orjson.dumps(content)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [*_JSON, (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
     async def webhook(scope: Any, receive: Any, send: Any) -> None:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > MAX_BODY:
-                await answer(send, 413, {"error": "body_too_large"})
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        body = await read_body(receive)
+        if body is None:
+            await answer(send, 413, {"error": "body_too_large"})
+            return
 
-        signatures = [v for k, v in scope["headers"] if k == SIGNATURE_HEADER]
-        given = signatures[0] if len(signatures) == 1 else b""
-        try:
-            digest = bytes.fromhex(given[7:].decode()) if given[:7] == b"sha256=" and len(given) == 71 else b""
-        except ValueError:
-            digest = b""
-        expected = hmac.new(key, body, hashlib.sha256).digest()
-        if not hmac.compare_digest(expected, digest):
+        if not signed(scope, body, key):
             await answer(send, 401, {"error": "invalid_signature"})
             return
 

@@ -82,6 +82,7 @@ from _common import (
     query_one,
     redact,
     run_main,
+    signed_requests,
     versions,
 )
 
@@ -457,20 +458,7 @@ def pyload_main(argv: list[str]) -> int:
         uvloop.install()
     except ImportError:
         pass
-    head = f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{args.port}\r\nContent-Type: application/json\r\n"
-    requests: list[bytes] = []
-    with args.bodies_file.open("rb") as handle:
-        for line in handle:
-            signature, _, body = line.rstrip(b"\n").partition(b" ")
-            requests.append(
-                head.encode()
-                + b"X-Doitong-Signature: "
-                + signature
-                + b"\r\nContent-Length: "
-                + str(len(body)).encode()
-                + b"\r\n\r\n"
-                + body
-            )
+    requests = signed_requests(args.bodies_file, args.port)
     result = asyncio.run(_pyload(args.port, requests, args.connections, args.duration))
     print("BENCH_JSON " + json.dumps(result), flush=True)
     return 0

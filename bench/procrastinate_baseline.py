@@ -48,11 +48,10 @@ from typing import Any
 
 import orjson
 import procrastinate
+from _asgi import answer, read_body, signed
 from procrastinate import PsycopgConnector, RetryStrategy
 
 QUEUE = "deliveries"
-SIGNATURE_HEADER = b"x-doitong-signature"
-MAX_BODY = 1024 * 1024
 HTTP_TIMEOUT = 15.0
 NATS_TIMEOUT = 5.0
 
@@ -300,40 +299,13 @@ def create_ingest_app(secret: str, task_name: str) -> Any:
     """The ingest side: store the webhook and defer the delivery in one transaction."""
     key = secret.encode()
     task = TASKS[task_name]
-    json_header = [(b"content-type", b"application/json")]
-
-    async def answer(send: Any, status: int, content: Any) -> None:
-        body = orjson.dumps(content)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [*json_header, (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
     async def webhook(scope: Any, receive: Any, send: Any) -> None:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > MAX_BODY:
-                await answer(send, 413, {"error": "body_too_large"})
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        given = [v for k, v in scope["headers"] if k == SIGNATURE_HEADER]
-        signature = given[0] if len(given) == 1 else b""
-        try:
-            digest = bytes.fromhex(signature[7:].decode()) if signature[:7] == b"sha256=" else b""
-        except ValueError:
-            digest = b""
-        if not hmac.compare_digest(hmac.new(key, body, hashlib.sha256).digest(), digest):
+        body = await read_body(receive)
+        if body is None:
+            await answer(send, 413, {"error": "body_too_large"})
+            return
+        if not signed(scope, body, key):
             await answer(send, 401, {"error": "invalid_signature"})
             return
         try:

@@ -71,7 +71,6 @@ import orjson
 import psycopg
 from _common import (
     DEFAULT_ADMIN_URL,
-    WEBHOOK_PATH,
     BenchError,
     CpuProbe,
     child_env,
@@ -82,6 +81,7 @@ from _common import (
     query_one,
     redact,
     run_main,
+    signed_requests,
     versions,
 )
 from psycopg import sql
@@ -514,20 +514,7 @@ def load_main(argv: list[str]) -> int:
     parser.add_argument("--rate", type=float, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    head = f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{args.port}\r\nContent-Type: application/json\r\n"
-    requests: list[bytes] = []
-    with args.bodies.open("rb") as handle:
-        for line in handle:
-            signature, _, body = line.rstrip(b"\n").partition(b" ")
-            requests.append(
-                head.encode()
-                + b"X-Doitong-Signature: "
-                + signature
-                + b"\r\nContent-Length: "
-                + str(len(body)).encode()
-                + b"\r\n\r\n"
-                + body
-            )
+    requests = signed_requests(args.bodies, args.port)
     import uvloop
 
     records = uvloop.run(_load(args.port, requests, args.rate))
