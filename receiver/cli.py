@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import contextlib
 import errno
 import logging
 import os
@@ -124,7 +125,7 @@ def _migrate(url: str) -> None:
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     settings = _with_flags(settings, args)
     settings.require_database_url()
-    _check_listen(settings)
+    _check_listen(settings, workers=settings.workers)
     asyncio.run(_preflight(settings))
     if settings.workers > 1:
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -200,20 +201,35 @@ def _with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
     return settings.replace(**changes) if changes else settings
 
 
-def _check_listen(settings: Settings) -> None:
+def _check_listen(settings: Settings, *, workers: int = 1) -> None:
     """Fail with one line naming the setting when the server could not listen, before
-    anything starts (uvicorn would print a traceback-like burst and exit 3)."""
+    anything starts (uvicorn would print a burst of lines and exit 3).
+
+    Binds probe sockets the way uvicorn will: one process (uvloop's create_server) binds
+    every address the host resolves to, IPv6 ones v6-only; `--workers N` binds one socket
+    itself, IPv6 only when the host has a colon, dual-stack."""
+    host, port = settings.host, settings.port
+    family = socket.AF_UNSPEC if workers == 1 else (socket.AF_INET6 if ":" in host else socket.AF_INET)
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)[0]
+        found = socket.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as exc:
-        raise ConfigError(f"RECEIVER_HOST (--host): cannot resolve {settings.host!r} ({exc})") from None
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            setting = "RECEIVER_PORT (--port)" if exc.errno == errno.EADDRINUSE else "RECEIVER_HOST (--host)"
-            raise ConfigError(f"{setting}: cannot listen on {settings.host}:{settings.port} ({exc.strerror})") from None
+        raise ConfigError(f"RECEIVER_HOST (--host): cannot resolve {host!r} ({exc})") from None
+    addresses = list(dict.fromkeys((info[0], info[4]) for info in found))
+    if workers > 1:
+        addresses = addresses[:1]
+    with contextlib.ExitStack() as probes:
+        for address_family, address in addresses:
+            probe = probes.enter_context(socket.socket(address_family, socket.SOCK_STREAM))
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if address_family == socket.AF_INET6 and workers == 1:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                port_trouble = exc.errno in (errno.EADDRINUSE, errno.EACCES)
+                setting = "RECEIVER_PORT (--port)" if port_trouble else "RECEIVER_HOST (--host)"
+                shown = f"[{address[0]}]" if address_family == socket.AF_INET6 else address[0]
+                raise ConfigError(f"{setting}: cannot listen on {shown}:{port} ({exc.strerror})") from None
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
