@@ -155,7 +155,7 @@ class Claimed:
     body: bytes
     event_created_at: datetime
     claimed_until: datetime  # the lease, and what tells this claim of the row from any later one
-    previous_attempt_at: datetime | None = None  # last_attempt_at before this claim, restored on release
+    previous_attempt_at: datetime | None  # last_attempt_at before this claim, restored on release
 
 
 @dataclass(frozen=True, slots=True)

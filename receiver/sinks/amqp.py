@@ -60,7 +60,6 @@ class AmqpSink(BrokerSink):
                 raise ConfigError(f"AMQP {name} must be positive, not {value}")
         self.exchange = exchange
         self._connect_timeout = connect_timeout
-        self._reconnect_interval = reconnect_interval
         self._connection: aio_pika.RobustConnection | None = None
         self._exchange: AbstractRobustExchange | None = None
         super().__init__(publish_timeout=publish_timeout, retry_interval=reconnect_interval)
@@ -126,7 +125,7 @@ class AmqpSink(BrokerSink):
             self._begin_attempt(attempt, eager=eager)
             connection = aio_pika.RobustConnection(
                 self._url,
-                reconnect_interval=self._reconnect_interval,
+                reconnect_interval=self._retry_interval,
                 client_properties={"connection_name": "doitong-receiver"},
             )
             try:

@@ -27,6 +27,7 @@ class BrokerSink(ABC):
 
     def __init__(self, *, publish_timeout: float, retry_interval: float) -> None:
         self._publish_timeout = publish_timeout
+        # The broker client's reconnect interval, and how long sends fail fast after a failed attempt.
         self._retry_interval = retry_interval
         self._lock = asyncio.Lock()
         # Bumped on every connect attempt so that callers queued behind a failed

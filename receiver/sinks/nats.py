@@ -67,7 +67,6 @@ class NatsSink(BrokerSink):
         self.stream = stream
         self.subject_prefix = subject_prefix
         self._connect_timeout = connect_timeout
-        self._reconnect_wait = reconnect_wait
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._stream_ready = False
@@ -185,7 +184,7 @@ class NatsSink(BrokerSink):
                     max_reconnect_attempts=-1,
                     # nats-py wants whole seconds here; our own wait_for keeps the fractional bound.
                     connect_timeout=max(1, math.ceil(self._connect_timeout)),
-                    reconnect_time_wait=max(1, math.ceil(self._reconnect_wait)),
+                    reconnect_time_wait=max(1, math.ceil(self._retry_interval)),
                     # A half-open TCP connection is noticed after 3 missed pings of 20 s.
                     ping_interval=20,
                     max_outstanding_pings=3,
