@@ -16,7 +16,7 @@ How
     1. Creates fresh databases `bench_baseline_<pid>` and `bench_ingest_<pid>` on
        the server given by --database-url (default: $DATABASE_URL, else
        postgresql://postgres@127.0.0.1:5432/postgres). With no URL given and no
-       server there, it starts an embedded PostgreSQL (receiver.embedded).
+       server there, it starts an embedded PostgreSQL (receiver.core.embedded_postgres).
        The receiver's database is migrated with `receiver migrate`.
     2. Writes pre-signed bodies (`X-Doitong-Signature: sha256=<hex HMAC>`) to a
        temporary directory: one set for the warm-up, one for the measured run.
@@ -86,7 +86,8 @@ from _common import (
     versions,
 )
 
-from receiver.signatures import sign
+from receiver.core import embedded_postgres
+from receiver.inbound.signatures import sign
 
 BENCH_DIR = Path(__file__).resolve().parent
 PACKAGES = ("uvicorn", "starlette", "psycopg", "uvloop", "httptools", "orjson")  # versions printed in the header
@@ -675,12 +676,11 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         if not args.embedded and (args.database_url or os.environ.get("DATABASE_URL")):
             raise BenchError(f"cannot connect to {admin_url}")
         log(
-            "starting an embedded PostgreSQL (receiver.embedded)"
+            "starting an embedded PostgreSQL (receiver.core.embedded_postgres)"
             + ("" if args.embedded else f": none answers at {redact(admin_url)}")
         )
-        from receiver import embedded
 
-        server, _ = embedded.start(tmp / "embedded", "postgres")
+        server, _ = embedded_postgres.start(tmp / "embedded", "postgres")
         stack.callback(_stop_embedded, server)
         admin_url = server.get_uri("postgres")
         where = "embedded"

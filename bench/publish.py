@@ -86,7 +86,7 @@ from _common import (
 )
 from psycopg import sql
 
-from receiver.signatures import sign
+from receiver.inbound.signatures import sign
 
 BENCH_DIR = Path(__file__).resolve().parent
 PACKAGES = ("procrastinate", "psycopg", "aiohttp", "nats-py", "uvloop")  # versions printed in the header

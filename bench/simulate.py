@@ -33,8 +33,9 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from receiver import demo, durations
-from receiver.config import Settings
+from receiver.cli import demo
+from receiver.core import durations
+from receiver.core.config import Settings
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -8,13 +8,13 @@ from logging.config import fileConfig
 import sqlalchemy as sa
 from alembic import context
 
-from receiver import db, models
+from receiver.core import db, tables
 
 config = context.config
 if config.config_file_name is not None:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
-target_metadata = models.metadata
+target_metadata = tables.metadata
 
 
 def _url() -> str:

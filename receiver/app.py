@@ -16,14 +16,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from receiver import api, crypto, db, endpoints, inbound, logs, metrics, migrate, openapi, outbox
-from receiver.config import Settings
-from receiver.errors import DatabaseUnavailable, ReceiverError
-from receiver.logs import AccessLog
-from receiver.metrics import Exposition
-from receiver.notify import Notifier
-from receiver.publisher import Publisher
-from receiver.state import AppState, json_response
+from receiver.core import crypto, db, logs, metrics, migrate
+from receiver.core.config import Settings
+from receiver.core.errors import DatabaseUnavailable, ReceiverError
+from receiver.core.logs import AccessLog
+from receiver.core.metrics import Exposition
+from receiver.core.notify import Notifier
+from receiver.inbound import endpoints, handler
+from receiver.inbound.state import AppState, json_response
+from receiver.jobs import api, openapi
+from receiver.outbound import outbox
+from receiver.outbound.publisher import Publisher
 
 log = logging.getLogger("receiver.app")
 
@@ -103,8 +106,8 @@ class ReceiverApp:
         await self._logged(scope, receive, send)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if inbound.matches(scope):
-            await inbound.asgi(self.starlette.state.receiver, scope, receive, send)
+        if handler.matches(scope):
+            await handler.asgi(self.starlette.state.receiver, scope, receive, send)
         else:
             await self.starlette(scope, receive, send)
 

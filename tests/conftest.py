@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from receiver import embedded, migrate
+from receiver.core import embedded_postgres, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,7 +28,7 @@ def pg_admin_url() -> Iterator[str]:
         yield configured.replace("postgres://", "postgresql://", 1)
         return
     home = Path(tempfile.mkdtemp(prefix="receiver-tests-pg-"))
-    server, _ = embedded.start(home, "postgres", cleanup="delete")
+    server, _ = embedded_postgres.start(home, "postgres", cleanup="delete")
     try:
         yield server.get_uri("postgres")
     finally:

@@ -18,10 +18,11 @@ import psycopg
 import uvicorn
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from receiver import crypto, db, signatures
 from receiver.app import create_app
-from receiver.config import Settings
-from receiver.publisher import Publisher
+from receiver.core import crypto, db
+from receiver.core.config import Settings
+from receiver.inbound import signatures
+from receiver.outbound.publisher import Publisher
 
 SECRET = "test-webhook-secret-1"
 T = TypeVar("T")

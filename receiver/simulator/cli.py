@@ -14,9 +14,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from receiver import durations
-from receiver.config import Settings
-from receiver.errors import ConfigError
+from receiver.core import durations
+from receiver.core.config import Settings
+from receiver.core.errors import ConfigError
 from receiver.simulator import server
 from receiver.simulator.config import Account, SimulatorConfig
 
@@ -141,6 +141,6 @@ def _seconds(text: str, flag: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `receiver simulate` with `argv` as its flags; the exit code (the same command line,
     errors and exit codes as `receiver simulate`)."""
-    from receiver import cli  # imported here: receiver.cli imports this module
+    from receiver.cli import main as cli  # imported here: receiver.cli.main imports this module
 
     return cli.main(["simulate", *(sys.argv[1:] if argv is None else argv)])

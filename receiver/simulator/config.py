@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
-from receiver.errors import ConfigError
+from receiver.core.errors import ConfigError
 
 PlanName = Literal["free", "starter", "pro", "enterprise"]
 Clock = Callable[[], float]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from receiver.errors import ReceiverError
+from receiver.core.errors import ReceiverError
 
 Code = Literal[
     "BAD_REQUEST",

@@ -24,8 +24,8 @@ from typing import Any, NamedTuple
 import uvicorn
 from starlette.applications import Starlette
 
-from receiver.embedded_server import EmbeddedServer
-from receiver.errors import ConfigError
+from receiver.core.embedded_uvicorn import EmbeddedServer
+from receiver.core.errors import ConfigError
 from receiver.simulator import app, lifecycle
 from receiver.simulator.config import Account, SimulatorConfig
 from receiver.simulator.faults import Dice

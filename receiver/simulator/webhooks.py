@@ -20,7 +20,7 @@ import secrets
 
 import aiohttp
 
-from receiver import signatures
+from receiver.inbound import signatures
 from receiver.simulator.config import SimulatorConfig
 from receiver.simulator.faults import Dice
 from receiver.simulator.stats import WebhookStats

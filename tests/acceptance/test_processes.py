@@ -15,7 +15,8 @@ import httpx
 import orjson
 import pytest
 
-from receiver import crypto, signatures
+from receiver.core import crypto
+from receiver.inbound import signatures
 from tests.support import SECRET, doitong_body, scalar
 
 RECEIVER = [sys.executable, "-m", "receiver"]

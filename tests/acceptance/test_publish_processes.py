@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from receiver import subscriptions
+from receiver.outbound import subscriptions
 from tests.subscriber import Subscriber
 from tests.support import MASTER_KEY, admin, doitong_body, eventually, execute, query, running, scalar, settings_for
 

@@ -13,8 +13,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from receiver import openapi
-from receiver.config import Settings
+from receiver.core.config import Settings
+from receiver.jobs import openapi
 from tests.support import Receiver, doitong_body, metric, running, scalar, settings_for
 
 TOKEN = "test-api-token-0123456789"

@@ -27,10 +27,10 @@ from aio_pika.abc import AbstractConnection, AbstractQueue
 from nats.aio.client import Client
 from nats.js.api import StreamConfig
 
-from receiver.errors import ConfigError, ReceiverError
-from receiver.sinks.amqp import AmqpSink
-from receiver.sinks.base import Message, Result
-from receiver.sinks.nats import NatsSink
+from receiver.core.errors import ConfigError, ReceiverError
+from receiver.outbound.sinks.amqp import AmqpSink
+from receiver.outbound.sinks.base import Message, Result
+from receiver.outbound.sinks.nats import NatsSink
 from tests.brokers import TcpProxy, require_broker
 
 NATS_URL = os.environ.get("RECEIVER_NATS_URL") or "nats://127.0.0.1:4222"

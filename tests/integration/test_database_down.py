@@ -16,7 +16,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from receiver import db, embedded, idempotency, jobs, migrate, payloads
+from receiver.core import db, embedded_postgres, migrate
+from receiver.inbound import idempotency, ingest, payloads
 from tests.support import doitong_body, running, scalar, settings_for
 
 
@@ -24,7 +25,7 @@ from tests.support import doitong_body, running, scalar, settings_for
 def own_server() -> Iterator[tuple[Any, str]]:
     """A PostgreSQL of this test's own, so it can be stopped without harming others."""
     home = Path(tempfile.mkdtemp(prefix="receiver-down-"))
-    server, url = embedded.start(home, "receiver", cleanup="delete")
+    server, url = embedded_postgres.start(home, "receiver", cleanup="delete")
     try:
         migrate.upgrade(url)
         yield server, url
@@ -103,7 +104,7 @@ async def test_connections_the_pool_replaces_are_freed_with_their_kept_cursor(da
         held = [await pool.getconn(), await pool.getconn()]
         for conn in held:
             body = doitong_body("job_" + uuid.uuid4().hex[:12])
-            result = await jobs.ingest(
+            result = await ingest.ingest(
                 conn,
                 endpoint="default",
                 idempotency_key="sha256:" + idempotency.body_digest(body).hex(),

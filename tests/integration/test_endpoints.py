@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from receiver import endpoints
-from receiver.config import Settings
-from receiver.errors import AlreadyExists, ConfigError, NotFound
+from receiver.core.config import Settings
+from receiver.core.errors import AlreadyExists, ConfigError, NotFound
+from receiver.inbound import endpoints
 from tests.support import MASTER_KEY, Receiver, admin, doitong_body, eventually, metric, running, scalar, settings_for
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date
 from pathlib import Path
 
-from receiver import migrate
+from receiver.core import migrate
 from tests.support import Receiver, doitong_body, execute, metric, query, running, scalar, settings_for
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psycopg
 
-from receiver import outbox, subscriptions
+from receiver.outbound import outbox, subscriptions
 from tests.support import MASTER_KEY, admin, doitong_body, execute, running, scalar, settings_for
 
 

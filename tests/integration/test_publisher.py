@@ -13,8 +13,8 @@ import pytest
 import standardwebhooks
 from prometheus_client import REGISTRY
 
-from receiver import outbox, subscriptions
-from receiver.config import Settings
+from receiver.core.config import Settings
+from receiver.outbound import outbox, subscriptions
 from tests.subscriber import Subscriber
 from tests.support import (
     MASTER_KEY,
@@ -194,7 +194,7 @@ async def test_dead_after_the_schedule_then_replayed(
         subscriber.default = 200
 
         async def replay_dead(conn):  # type: ignore[no-untyped-def]
-            from receiver import db
+            from receiver.core import db
 
             return await outbox.replay(await db.driver_connection(conn), dead=True)
 
@@ -223,7 +223,7 @@ async def test_a_subscription_gets_events_after_it_was_added_and_replay_since_re
         async def replay_since(conn):  # type: ignore[no-untyped-def]
             from datetime import datetime
 
-            from receiver import db
+            from receiver.core import db
 
             since = datetime.now(UTC) - timedelta(hours=1)
             return await outbox.replay(await db.driver_connection(conn), since=since, subscription_id=added.id)
@@ -291,7 +291,7 @@ async def test_receiver_run_mode_publishes_from_the_same_process(
     import httpx
     import uvicorn
 
-    from receiver import signatures
+    from receiver.inbound import signatures
     from tests.support import SECRET
 
     sock = socket.socket()

@@ -14,7 +14,7 @@ import nats.js.errors
 import orjson
 import pytest
 
-from receiver.config import Settings
+from receiver.core.config import Settings
 from tests.brokers import TcpProxy, require_broker
 from tests.integration.test_brokers import AMQP_URL, NATS_URL
 from tests.support import Receiver, doitong_body, eventually, publishing, query, running, scalar, settings_for

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from receiver import db, migrate, models
+from receiver.core import db, migrate, tables
 from tests.support import scalar
 
 
@@ -14,7 +14,7 @@ def _diff(database_url: str) -> list[object]:
     engine = sa.create_engine(db.sqlalchemy_url(database_url), poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
-            return list(compare_metadata(MigrationContext.configure(conn), models.metadata))
+            return list(compare_metadata(MigrationContext.configure(conn), tables.metadata))
     finally:
         engine.dispose()
 

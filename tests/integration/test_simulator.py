@@ -24,8 +24,8 @@ import httpx
 import orjson
 import pytest
 
-from receiver import signatures
-from receiver.errors import SignatureError
+from receiver.core.errors import SignatureError
+from receiver.inbound import signatures
 from receiver.simulator import Account, Simulator, SimulatorConfig, pricing, running
 from tests.subscriber import Received, Subscriber
 

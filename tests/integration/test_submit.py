@@ -10,9 +10,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from receiver import client, provider, reconcile, signatures
-from receiver.config import Settings
-from receiver.errors import ConfigError
+from receiver.core.config import Settings
+from receiver.core.errors import ConfigError
+from receiver.inbound import signatures
+from receiver.jobs import doitong, reconcile, submit
 from receiver.simulator import Account, SimulatorConfig
 from receiver.simulator import running as simulating
 from tests.support import SECRET, Receiver, eventually, query, running, scalar, settings_for
@@ -34,7 +35,7 @@ async def test_submit_registers_the_job_and_its_webhooks_complete_it(receiver_up
     config = SimulatorConfig(accounts=(Account("sk_test"),), webhook_secret=SECRET, latency=0.2, retry_base=0.05)
     async with simulating(config) as (_simulator, api_url):
         settings = _settings(receiver_up, api_url)
-        job = await client.submit(
+        job = await submit.submit(
             settings, text=TEXT, avatar="professional-1", voice="en-US-neural", client_reference="order-1"
         )
         url = settings.database_url or ""
@@ -55,21 +56,21 @@ async def test_every_documented_error_becomes_a_clear_exception(receiver_up: Rec
     accounts = (Account("sk_rich"), Account("sk_poor", credits=60), Account("sk_free", plan="free"))
     config = SimulatorConfig(accounts=accounts, webhook_secret=SECRET, latency=0.1)
     async with simulating(config) as (_simulator, api_url):
-        with pytest.raises(provider.Unauthorized, match="DOITONG_API_KEY"):
-            await client.submit(_settings(receiver_up, api_url, "sk_wrong"), text=TEXT, avatar="a")
+        with pytest.raises(doitong.Unauthorized, match="DOITONG_API_KEY"):
+            await submit.submit(_settings(receiver_up, api_url, "sk_wrong"), text=TEXT, avatar="a")
 
-        with pytest.raises(provider.InsufficientCredits) as poor:
-            await client.submit(_settings(receiver_up, api_url, "sk_poor"), text="x" * 600, avatar="a")
+        with pytest.raises(doitong.InsufficientCredits) as poor:
+            await submit.submit(_settings(receiver_up, api_url, "sk_poor"), text="x" * 600, avatar="a")
         assert poor.value.available == 60 and poor.value.required is not None and poor.value.required > 60
         assert "required" in str(poor.value) and "available" in str(poor.value)
 
-        with pytest.raises(provider.ProviderError) as bad:
-            await client.submit(_settings(receiver_up, api_url, "sk_rich"), text="x" * 5000, avatar="a")
+        with pytest.raises(doitong.ProviderError) as bad:
+            await submit.submit(_settings(receiver_up, api_url, "sk_rich"), text="x" * 5000, avatar="a")
         assert bad.value.status == 400
 
-        impatient = provider.DoitongClient(api_url, "sk_free", max_rate_wait=0)
+        impatient = doitong.DoitongClient(api_url, "sk_free", max_rate_wait=0)
         try:
-            with pytest.raises(provider.RateLimited) as limited:
+            with pytest.raises(doitong.RateLimited) as limited:
                 for _ in range(11):  # the free plan allows 10 a minute (and one job at a time)
                     await impatient.avatar("nope")
             assert limited.value.reset_at is not None
@@ -86,20 +87,20 @@ async def test_server_errors_are_retried_with_back_off_then_reported(receiver_up
         waits.append(seconds)
 
     async with simulating(config) as (_simulator, api_url):
-        doitong = provider.DoitongClient(api_url, "sk_test", retries=3, backoff=0.5, sleep=no_sleep)
+        api = doitong.DoitongClient(api_url, "sk_test", retries=3, backoff=0.5, sleep=no_sleep)
         try:
-            with pytest.raises(provider.Unavailable, match="4 attempts"):
-                await client.submit(_settings(receiver_up, api_url), text=TEXT, avatar="a", doitong=doitong)
+            with pytest.raises(doitong.Unavailable, match="4 attempts"):
+                await submit.submit(_settings(receiver_up, api_url), text=TEXT, avatar="a", doitong=api)
         finally:
-            await doitong.close()
+            await api.close()
     assert waits == [0.5, 1.0, 2.0]
 
 
 async def test_missing_settings_are_config_errors(receiver_up: Receiver) -> None:
     with pytest.raises(ConfigError, match="RECEIVER_PUBLIC_URL"):
-        await client.submit(receiver_up.settings, text=TEXT, avatar="a")
+        await submit.submit(receiver_up.settings, text=TEXT, avatar="a")
     with pytest.raises(ConfigError, match="DOITONG_API_KEY"):
-        await client.submit(receiver_up.settings.replace(public_url="http://x"), text=TEXT, avatar="a")
+        await submit.submit(receiver_up.settings.replace(public_url="http://x"), text=TEXT, avatar="a")
 
 
 async def test_reconciliation_finds_a_dropped_webhook_and_the_late_one_adds_nothing(receiver_up: Receiver) -> None:
@@ -109,7 +110,7 @@ async def test_reconciliation_finds_a_dropped_webhook_and_the_late_one_adds_noth
     url = receiver_up.settings.database_url or ""
     async with simulating(config) as (simulator, api_url):
         settings = _settings(receiver_up, api_url)
-        job = await client.submit(settings, text=TEXT, avatar="professional-1")
+        job = await submit.submit(settings, text=TEXT, avatar="professional-1")
 
         async def processing() -> bool:
             return scalar(url, "SELECT status FROM jobs WHERE id = %s", (job.id,)) == "processing"
@@ -119,13 +120,13 @@ async def test_reconciliation_finds_a_dropped_webhook_and_the_late_one_adds_noth
         await asyncio.sleep(0.3)
         assert scalar(url, "SELECT status FROM jobs WHERE id = %s", (job.id,)) == "processing"  # never told
 
-        async with provider.DoitongClient(api_url, "sk_test") as doitong:
+        async with doitong.DoitongClient(api_url, "sk_test") as api:
             conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
             try:
-                early = await reconcile.reconcile_once(conn, doitong, stale_after=timedelta(hours=1))
+                early = await reconcile.reconcile_once(conn, api, stale_after=timedelta(hours=1))
                 assert early.checked == 0  # not stale yet
-                found = await reconcile.reconcile_once(conn, doitong, stale_after=timedelta(0))
-                again = await reconcile.reconcile_once(conn, doitong, stale_after=timedelta(0))
+                found = await reconcile.reconcile_once(conn, api, stale_after=timedelta(0))
+                again = await reconcile.reconcile_once(conn, api, stale_after=timedelta(0))
             finally:
                 await conn.close()
         assert (found.checked, found.changed, found.events) == (1, 1, 1)

@@ -8,7 +8,7 @@ import uuid
 
 import orjson
 
-from receiver import signatures
+from receiver.inbound import signatures
 from tests.support import SECRET, Receiver, doitong_body, metric, query, scalar
 
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from receiver import crypto
-from receiver.config import Settings
-from receiver.errors import ConfigError
+from receiver.core import crypto
+from receiver.core.config import Settings
+from receiver.core.errors import ConfigError
 
 
 def test_defaults() -> None:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from receiver import crypto
-from receiver.config import Settings
-from receiver.errors import ConfigError, SecretDecryptError
+from receiver.core import crypto
+from receiver.core.config import Settings
+from receiver.core.errors import ConfigError, SecretDecryptError
 
 KEY = base64.urlsafe_b64decode(crypto.generate_key() + "=")
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 import ipaddress
 from datetime import timedelta
 
-from receiver.config import Settings
-from receiver.publisher import Publisher
-from receiver.sinks.http import denied
+from receiver.core.config import Settings
+from receiver.outbound.publisher import Publisher
+from receiver.outbound.sinks.http import denied
 
 METADATA = [ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10")]
 

@@ -4,8 +4,8 @@ from datetime import timedelta
 
 import pytest
 
-from receiver import durations
-from receiver.errors import ConfigError
+from receiver.core import durations
+from receiver.core.errors import ConfigError
 
 
 @pytest.mark.parametrize(

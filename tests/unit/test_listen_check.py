@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from receiver.cli import _check_listen
-from receiver.config import Settings
-from receiver.errors import ConfigError
+from receiver.cli.main import _check_listen
+from receiver.core.config import Settings
+from receiver.core.errors import ConfigError
 
 
 def _ipv6() -> bool:

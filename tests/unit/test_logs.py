@@ -4,7 +4,7 @@ import logging
 
 import orjson
 
-from receiver.logs import JsonFormatter, TextFormatter
+from receiver.core.logs import JsonFormatter, TextFormatter
 
 
 def _record(fields: dict[str, object]) -> logging.LogRecord:

@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from receiver import idempotency, payloads
-from receiver.errors import PayloadError
+from receiver.core.errors import PayloadError
+from receiver.inbound import idempotency, payloads
 
 DOC_BODY = (
     b'{"id":"abc123xyz","status":"completed","url":"https://cdn.doitong.com/outputs/abc123xyz.mp3",'

@@ -5,8 +5,8 @@ import hmac
 
 import pytest
 
-from receiver import signatures
-from receiver.errors import SignatureError
+from receiver.core.errors import SignatureError
+from receiver.inbound import signatures
 
 # GitHub's published test vector for X-Hub-Signature-256, the same algorithm as
 # X-Doitong-Signature: https://docs.github.com/webhooks/using-webhooks/validating-webhook-deliveries

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from receiver.config import Settings
-from receiver.errors import ConfigError
+from receiver.core.config import Settings
+from receiver.core.errors import ConfigError
 from receiver.simulator import Account, SimulatorConfig, cli, pricing
 from receiver.simulator.errors import ApiError
 from receiver.simulator.faults import Dice

@@ -1,0 +1,269 @@
+"""Settings, read once from the environment (flags override), typed, failing fast.
+
+Nothing else in the package reads `os.environ`. Every error names the setting
+and the fix in one line, so a bad deployment stops at start-up, not at the
+first webhook.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from receiver.core import durations
+from receiver.core.errors import ConfigError
+
+LogFormat = Literal["text", "json"]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Link-local covers the cloud metadata services (169.254.169.254, fd00:ec2::254 sits in fc00::/7
+# on AWS only, so it is named explicitly).
+DEFAULT_DENY_NETWORKS: tuple[IPNetwork, ...] = (
+    ipaddress.ip_network("169.254.0.0/16"),
+    ipaddress.ip_network("fe80::/10"),
+    ipaddress.ip_network("fd00:ec2::254/128"),
+)
+DEFAULT_RETRY_SCHEDULE: tuple[timedelta, ...] = tuple(
+    durations.parse(part) for part in ["5s", "30s", "2m", "10m", "30m", "1h", "3h", "6h", "12h", "24h"]
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the processes need; built by `Settings.from_env`."""
+
+    database_url: str | None = None
+    webhook_secrets: tuple[str, ...] = ()
+    master_key: bytes | None = None
+    home: Path = field(default_factory=lambda: Path(".receiver"))
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    max_body_bytes: int = 1024 * 1024
+    log_format: LogFormat = "text"
+    log_level: str = "INFO"
+    db_pool_size: int = 16
+    db_timeout: timedelta = timedelta(seconds=5)
+    retry_after: timedelta = timedelta(seconds=5)
+    endpoint_refresh: timedelta = timedelta(seconds=2)
+    nats_url: str | None = None
+    nats_stream: str = "DOITONG"
+    nats_subject_prefix: str = "doitong"
+    amqp_url: str | None = None
+    amqp_exchange: str = "doitong"
+    deny_networks: tuple[IPNetwork, ...] = DEFAULT_DENY_NETWORKS
+    retry_schedule: tuple[timedelta, ...] = DEFAULT_RETRY_SCHEDULE
+    http_timeout: timedelta = timedelta(seconds=15)
+    lease_timeout: timedelta = timedelta(seconds=30)
+    poll_interval: timedelta = timedelta(seconds=1)
+    publish_concurrency: int = 64
+    subscriber_concurrency: int = 16
+    metrics_port: int = 9091
+    api_token: str | None = None
+    public_url: str | None = None
+    doitong_api_url: str = "https://api.doitong.com"
+    doitong_api_key: str | None = None
+    stale_after: timedelta = timedelta(minutes=15)
+    reconcile_interval: timedelta = timedelta(minutes=1)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        http_timeout = _duration(env, "RECEIVER_HTTP_TIMEOUT", "15s")
+        lease_timeout = _duration(env, "RECEIVER_LEASE_TIMEOUT", "30s")
+        if lease_timeout <= http_timeout:
+            raise ConfigError(
+                "RECEIVER_LEASE_TIMEOUT: must be longer than RECEIVER_HTTP_TIMEOUT "
+                f"({durations.format(http_timeout)}), or a slow send could be taken over and sent twice"
+            )
+        return cls(
+            database_url=_database_url(env.get("DATABASE_URL")),
+            webhook_secrets=_secrets(env.get("DOITONG_WEBHOOK_SECRET")),
+            master_key=_master_key(env.get("RECEIVER_MASTER_KEY")),
+            home=Path(env.get("RECEIVER_HOME") or ".receiver"),
+            host=env.get("RECEIVER_HOST") or "127.0.0.1",
+            port=_int(env, "RECEIVER_PORT", 8080, low=0, high=65535),
+            workers=_int(env, "RECEIVER_WORKERS", 1, low=1, high=256),
+            max_body_bytes=_int(env, "RECEIVER_MAX_BODY_BYTES", 1024 * 1024, low=1024),
+            log_format=_log_format(env.get("RECEIVER_LOG_FORMAT")),
+            log_level=_log_level(env.get("RECEIVER_LOG_LEVEL")),
+            db_pool_size=_int(env, "RECEIVER_DB_POOL_SIZE", 16, low=1, high=1000),
+            db_timeout=_duration(env, "RECEIVER_DB_TIMEOUT", "5s"),
+            retry_after=_duration(env, "RECEIVER_RETRY_AFTER", "5s"),
+            endpoint_refresh=_duration(env, "RECEIVER_ENDPOINT_REFRESH", "2s"),
+            nats_url=_broker_url(env.get("RECEIVER_NATS_URL"), "RECEIVER_NATS_URL", ("nats", "tls")),
+            nats_stream=_name(env, "RECEIVER_NATS_STREAM", "DOITONG"),
+            nats_subject_prefix=_name(env, "RECEIVER_NATS_SUBJECT_PREFIX", "doitong"),
+            amqp_url=_broker_url(env.get("RECEIVER_AMQP_URL"), "RECEIVER_AMQP_URL", ("amqp", "amqps")),
+            amqp_exchange=_name(env, "RECEIVER_AMQP_EXCHANGE", "doitong"),
+            deny_networks=_networks(env.get("RECEIVER_DENY_NETWORKS")),
+            retry_schedule=_schedule(env.get("RECEIVER_RETRY_SCHEDULE")),
+            http_timeout=http_timeout,
+            lease_timeout=lease_timeout,
+            poll_interval=_duration(env, "RECEIVER_POLL_INTERVAL", "1s"),
+            publish_concurrency=_int(env, "RECEIVER_PUBLISH_CONCURRENCY", 64, low=1, high=4096),
+            subscriber_concurrency=_int(env, "RECEIVER_SUBSCRIBER_CONCURRENCY", 16, low=1, high=4096),
+            metrics_port=_int(env, "RECEIVER_METRICS_PORT", 9091, low=0, high=65535),
+            api_token=_api_token(env.get("RECEIVER_API_TOKEN")),
+            public_url=_http_url(env.get("RECEIVER_PUBLIC_URL"), "RECEIVER_PUBLIC_URL"),
+            doitong_api_url=_http_url(env.get("DOITONG_API_URL"), "DOITONG_API_URL") or "https://api.doitong.com",
+            doitong_api_key=(env.get("DOITONG_API_KEY") or "").strip() or None,
+            stale_after=_duration(env, "RECEIVER_STALE_AFTER", "15m"),
+            reconcile_interval=_duration(env, "RECEIVER_RECONCILE_INTERVAL", "1m"),
+        )
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with command-line flags applied."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise ConfigError(
+                "DATABASE_URL is not set; set it to postgresql://user@host:5432/db "
+                "(or use `receiver run`, which starts an embedded PostgreSQL)"
+            )
+        return self.database_url
+
+
+def _database_url(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    url = value.strip()
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres", "postgresql+psycopg"):
+        raise ConfigError(
+            f"DATABASE_URL: scheme {scheme!r} is not supported; "
+            "use postgresql://user@host:5432/db or postgres://… (?host=/dir for a Unix socket)"
+        )
+    return "postgresql://" + rest
+
+
+def _secrets(value: str | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    secrets = tuple(part.strip() for part in value.split(",") if part.strip())
+    for secret in secrets:
+        if len(secret) < 8:
+            raise ConfigError(
+                "DOITONG_WEBHOOK_SECRET: a secret is shorter than 8 characters; "
+                "use the webhook secret from your Doitong dashboard (comma-separate several to rotate)"
+            )
+    return secrets
+
+
+def _master_key(value: str | None) -> bytes | None:
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(
+            "RECEIVER_MASTER_KEY: must be 32 random bytes in URL-safe base64; generate one with `receiver keygen`"
+        )
+    return key
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int | None = None) -> int:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a whole number") from None
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"{name}: {value} is out of range; use a number {bound}")
+    return value
+
+
+def _duration(env: Mapping[str, str], name: str, default: str) -> timedelta:
+    return durations.parse(env.get(name) or default, setting=name)
+
+
+def _log_format(value: str | None) -> LogFormat:
+    text = (value or "text").strip().lower()
+    if text == "json":
+        return "json"
+    if text == "text":
+        return "text"
+    raise ConfigError(f"RECEIVER_LOG_FORMAT: {value!r} is not supported; use text or json")
+
+
+def _log_level(value: str | None) -> str:
+    text = (value or "INFO").strip().upper()
+    if text not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"RECEIVER_LOG_LEVEL: {value!r} is not a level; use debug, info, warning or error")
+    return text
+
+
+def _broker_url(value: str | None, name: str, schemes: tuple[str, ...]) -> str | None:
+    if value is None or not value.strip():
+        return None
+    url = value.strip()
+    scheme = url.partition("://")[0]
+    if "://" not in url or scheme not in schemes:
+        accepted = " or ".join(s + "://" for s in schemes)
+        raise ConfigError(f"{name}: {scheme!r} is not a supported scheme; use {accepted}")
+    return url
+
+
+def _networks(value: str | None) -> tuple[IPNetwork, ...]:
+    if value is None:
+        return DEFAULT_DENY_NETWORKS
+    networks: list[IPNetwork] = []
+    for part in value.split(","):
+        if not part.strip():
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"RECEIVER_DENY_NETWORKS: {part.strip()!r} is not a CIDR; write e.g. 169.254.0.0/16,10.0.0.0/8"
+            ) from None
+    return tuple(networks)
+
+
+def _schedule(value: str | None) -> tuple[timedelta, ...]:
+    if value is None or not value.strip():
+        return DEFAULT_RETRY_SCHEDULE
+    schedule = tuple(durations.parse(part, setting="RECEIVER_RETRY_SCHEDULE") for part in value.split(","))
+    if any(wait.total_seconds() <= 0 for wait in schedule):
+        raise ConfigError("RECEIVER_RETRY_SCHEDULE: every wait must be longer than 0s")
+    return schedule
+
+
+def _name(env: Mapping[str, str], name: str, default: str) -> str:
+    value = (env.get(name) or default).strip()
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+        raise ConfigError(f"{name}: {value!r} is not a plain name; use letters, digits, '-' or '_'")
+    return value
+
+
+def _api_token(value: str | None) -> str | None:
+    if value is None or not value.strip():
+        return None
+    if len(value.strip()) < 16:
+        raise ConfigError("RECEIVER_API_TOKEN: use at least 16 random characters (e.g. `receiver keygen`)")
+    return value.strip()
+
+
+def _http_url(value: str | None, name: str) -> str | None:
+    if value is None or not value.strip():
+        return None
+    url = value.strip().rstrip("/")
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+        raise ConfigError(f"{name}: {value!r} is not an http(s) URL, e.g. https://hooks.example.com")
+    return url

@@ -1,0 +1,113 @@
+"""Logging: one line per request, as text or JSON (RECEIVER_LOG_FORMAT=json).
+
+Request lines carry structured fields (method, path, status, duration_ms,
+endpoint, outcome, job_id, event_id, reason). Secrets, headers and bodies are
+never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from receiver.core.config import Settings
+
+access = logging.getLogger("receiver.access")
+
+FIELDS_KEY = "receiver.log"
+_QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            line.update(fields)
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            text += "".join(f" {k}={_plain(v)}" for k, v in fields.items() if v is not None)
+        return text
+
+
+_PLAIN = re.compile(r"[\w.:/@+-]*")
+
+
+def _plain(value: object) -> str:
+    """Values with spaces or control characters are quoted, so a request cannot forge log fields."""
+    text = str(value)
+    return text if _PLAIN.fullmatch(text) else orjson.dumps(text).decode()
+
+
+def setup(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level)
+    for noisy in ("uvicorn.access", "httpx", "httpcore", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # During a broker outage these log every reconnect attempt; the sinks log the drop once.
+    for chatty in ("aiormq", "aio_pika", "nats"):
+        logging.getLogger(chatty).setLevel(logging.CRITICAL)
+
+
+class AccessLog:
+    """Pure ASGI middleware: one log line per HTTP request, with the fields the
+    handler left in `scope["receiver.log"]`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        fields: dict[str, Any] = {}
+        scope[FIELDS_KEY] = fields
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            path = scope.get("path", "")
+            level = logging.DEBUG if path in _QUIET_PATHS and status < 500 else logging.INFO
+            if access.isEnabledFor(level):
+                line = {
+                    "method": scope.get("method"),
+                    "path": path,
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    **fields,
+                }
+                access.log(level, "request", extra={"fields": line})

@@ -1,0 +1,160 @@
+"""Prometheus metrics. With `receiver serve --workers N` (N > 1) the workers
+share PROMETHEUS_MULTIPROC_DIR, which `receiver serve` sets up."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Protocol
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from receiver import __version__
+
+# The *_created series double every counter's size for no operator value.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+WEBHOOKS = Counter(
+    "receiver_webhooks",
+    "Webhook requests by endpoint and outcome "
+    "(accepted, duplicate, conflict, unauthorized, bad_request, too_large, "
+    "unsupported_encoding, not_found, unavailable, error).",
+    ["endpoint", "outcome"],
+)
+REPLAYS = Counter(
+    "receiver_webhook_replays",
+    "Deliveries that came again under an idempotency key already stored.",
+    ["endpoint"],
+)
+REPLAY_CONFLICTS = Counter(
+    "receiver_webhook_replay_conflicts",
+    "Replays whose body differed from the stored one (logged, not applied).",
+    ["endpoint"],
+)
+SECRET_MATCHES = Counter(
+    "receiver_webhook_signature_matches",
+    "Verified webhooks by which active secret matched (0 = newest); "
+    "watch 1+ drop to zero before a rotation's grace period ends.",
+    ["endpoint", "secret"],
+)
+EVENTS = Counter(
+    "receiver_outbox_events_created",
+    "Outbox events created by accepted webhooks, by type.",
+    ["type"],
+)
+DELIVERIES = Counter(
+    "receiver_delivery_attempts",
+    "Delivery attempts by sink kind (http, nats, amqp) and outcome (delivered, retry, dead, gone).",
+    ["kind", "outcome"],
+)
+CLAIMS_RELEASED = Counter(
+    "receiver_delivery_claims_released",
+    "Claimed deliveries given back unattempted: they waited for a send slot too close to their "
+    "lease's end (stale: a subscriber slower than its share of slots), their subscriber was "
+    "disabled or answered 410 (disabled), or the publisher stopped (stopping).",
+    ["reason"],
+)
+DELIVERY_LATENCY = Histogram(
+    "receiver_delivery_latency_seconds",
+    "Time from the state change's commit to the subscriber's acknowledgement.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0, 86400.0),
+)
+REGISTRATIONS = Counter(
+    "receiver_job_registrations",
+    "Jobs registered through POST /v1/jobs: created, or merged into a job its webhooks created first.",
+    ["result"],
+)
+UNREGISTERED = Counter(
+    "receiver_webhooks_unregistered",
+    "Accepted webhooks for job ids never registered through us (a leaked secret shows up here).",
+    ["endpoint"],
+)
+LATENCY = Histogram(
+    "receiver_webhook_duration_seconds",
+    "Time from request start to answer, webhook endpoint only.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+
+
+class DatabaseGauges(Collector):
+    """Gauges read from PostgreSQL at scrape time by the process that serves the scrape."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, tuple[str, float]] = {}
+
+    def set(self, name: str, help_text: str, value: float) -> None:
+        self.values[name] = (help_text, value)
+
+    def collect(self) -> Iterator[Metric]:
+        for name, (help_text, value) in sorted(self.values.items()):
+            yield GaugeMetricFamily(name, help_text, value=value)
+        info = GaugeMetricFamily("receiver_build_info", "Version of doitong-receiver.", labels=["version"])
+        info.add_metric([__version__], 1.0)
+        yield info
+
+
+class Backlog(Protocol):
+    """What `outbox.backlog()` reads; the core does not import the outbound flow."""
+
+    @property
+    def undispatched(self) -> int: ...
+    @property
+    def undispatched_oldest_seconds(self) -> float: ...
+    @property
+    def pending(self) -> int: ...
+    @property
+    def pending_oldest_seconds(self) -> float: ...
+    @property
+    def dead(self) -> int: ...
+
+
+def set_backlog(gauges: DatabaseGauges, backlog: Backlog | None) -> None:
+    """Gauges from `outbox.backlog()`; None when the database could not be read."""
+    gauges.set("receiver_database_up", "1 when the last scrape reached PostgreSQL.", 0.0 if backlog is None else 1.0)
+    if backlog is None:
+        return
+    gauges.set("receiver_outbox_backlog", "Outbox events not yet fanned out to subscribers.", backlog.undispatched)
+    gauges.set(
+        "receiver_outbox_oldest_pending_seconds",
+        "Age of the oldest outbox event not yet fanned out.",
+        backlog.undispatched_oldest_seconds,
+    )
+    gauges.set(
+        "receiver_deliveries_pending", "Deliveries not yet delivered (due or waiting to retry).", backlog.pending
+    )
+    gauges.set(
+        "receiver_deliveries_oldest_pending_seconds",
+        "Age of the event behind the oldest pending delivery.",
+        backlog.pending_oldest_seconds,
+    )
+    gauges.set("receiver_deliveries_dead", "Deliveries that gave up (replay them with receiver replay).", backlog.dead)
+
+
+class Exposition:
+    """Renders this process's metrics, or every worker's in multiprocess mode,
+    followed by the database gauges."""
+
+    def __init__(self) -> None:
+        self.gauges = DatabaseGauges()
+        self._own = CollectorRegistry()
+        self._own.register(self.gauges)
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            self._base = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self._base)  # type: ignore[no-untyped-call]
+        else:
+            self._base = REGISTRY
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self._base) + generate_latest(self._own), CONTENT_TYPE_LATEST

@@ -1,0 +1,257 @@
+"""POST /webhooks/doitong[/{endpoint}]: limit, verify, parse, one transaction, answer.
+
+Each step is a call into the module that owns it; this module only chooses the
+HTTP answer. A 2xx is sent only after the transaction committed.
+
+It is the hot path, so it speaks bare ASGI: no router, no Request or Response
+objects, one pass over the headers. bench/ingest.py showed the single uvicorn
+worker's thread to be what limits accepted webhooks/s, so every microsecond of
+Python per request is throughput.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import orjson
+from prometheus_client import Counter
+from starlette.types import Receive, Scope, Send
+
+from receiver.core import db, metrics
+from receiver.core.errors import BodyTooLarge, DatabaseUnavailable, PayloadError, SignatureError
+from receiver.core.logs import FIELDS_KEY
+from receiver.inbound import idempotency, ingest, payloads, signatures
+from receiver.inbound.endpoints import DEFAULT
+from receiver.inbound.state import AppState
+
+log = logging.getLogger("receiver.inbound.handler")
+
+PATH = "/webhooks/doitong"
+_REDACTED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-api-key"})
+# Headers looked up by name; the first occurrence counts, as in Starlette's Headers.get.
+_LOOKED_UP = frozenset({"content-encoding", "content-length", *idempotency.HEADERS})
+_SIGNATURE = signatures.HEADER.encode("latin-1")
+_UNKNOWN = "(unknown)"
+_JSON = (b"content-type", b"application/json")
+
+
+class ClientGone(Exception):
+    """The sender disconnected before its whole body arrived."""
+
+
+@dataclass(slots=True)
+class Answer:
+    status: int
+    content: dict[str, Any]
+    outcome: str
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Headers:
+    """What the handler needs from the request headers, read in one pass."""
+
+    stored: dict[str, str]  # what inbound_webhooks.headers keeps (last occurrence, secrets left out)
+    looked_up: dict[str, str]  # first occurrence of each name in _LOOKED_UP
+    signatures: list[str]  # every X-Doitong-Signature value, in order
+
+    @classmethod
+    def of(cls, raw: list[tuple[bytes, bytes]]) -> _Headers:
+        stored: dict[str, str] = {}
+        looked_up: dict[str, str] = {}
+        signature_values: list[str] = []
+        for raw_name, raw_value in raw:
+            value = raw_value.decode("latin-1")
+            if raw_name == _SIGNATURE:
+                signature_values.append(value)
+            name = raw_name.decode("latin-1")
+            if name in _LOOKED_UP and name not in looked_up:
+                looked_up[name] = value
+            if name not in _REDACTED_HEADERS:
+                stored[name] = value
+        return cls(stored, looked_up, signature_values)
+
+
+def matches(scope: Scope) -> bool:
+    """Whether a request is for this handler (checked before any routing, on every request)."""
+    return scope["type"] == "http" and str(scope["path"]).startswith(PATH)
+
+
+async def asgi(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
+    """The webhook endpoint as a bare ASGI call (the router and exception middleware
+    were ~10 % of bench/ingest.py's CPU)."""
+    rest = scope["path"][len(PATH) :]
+    if rest in ("", "/"):
+        name = DEFAULT
+    elif rest.startswith("/") and "/" not in rest[1:].rstrip("/"):
+        name = rest[1:].rstrip("/")
+    else:
+        await _send(send, Answer(404, {"error": "not_found"}, "not_found"))
+        return
+    if scope["method"] != "POST":
+        answer = Answer(405, {"error": "method_not_allowed"}, "not_allowed", [(b"allow", b"POST")])
+        await _send(send, answer)
+        return
+    await _send(send, await handle(scope, receive, state, name))
+
+
+async def handle(scope: Scope, receive: Receive, state: AppState, name: str) -> Answer:
+    started = time.perf_counter()
+    fields: dict[str, Any] = scope.setdefault(FIELDS_KEY, {})
+    secrets = state.secrets.secrets_for(name)
+    label = name if secrets is not None else _UNKNOWN
+    outcome = "error"
+    try:
+        answer = await _handle(scope, receive, state, name, secrets, fields)
+        outcome = answer.outcome
+        return answer
+    finally:
+        fields["endpoint"] = name
+        fields["outcome"] = outcome
+        _webhooks(label, outcome).inc()
+        metrics.LATENCY.observe(time.perf_counter() - started)
+
+
+async def _handle(
+    scope: Scope, receive: Receive, state: AppState, name: str, secrets: list[str] | None, fields: dict[str, Any]
+) -> Answer:
+    if secrets is None:
+        if not state.secrets.loaded:
+            return _unavailable(state, "endpoints not loaded yet")
+        return Answer(404, {"error": "unknown_endpoint"}, "not_found")
+
+    headers = _Headers.of(scope["headers"])
+    encoding = headers.looked_up.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        fields["reason"] = f"content-encoding {encoding}"
+        return Answer(415, {"error": "unsupported_content_encoding"}, "unsupported_encoding")
+
+    limit = state.settings.max_body_bytes
+    try:
+        body = await _read_limited(receive, headers.looked_up.get("content-length"), limit)
+    except BodyTooLarge:
+        return Answer(413, {"error": "body_too_large", "limit_bytes": limit}, "too_large")
+    except ClientGone:
+        # The sender gave up mid-body: nothing stored, nobody left to answer.
+        return Answer(400, {"error": "client_disconnected"}, "disconnected")
+
+    try:
+        matched = signatures.verify(headers.signatures, body, secrets)
+    except SignatureError as exc:
+        fields["reason"] = str(exc)
+        return Answer(401, {"error": "invalid_signature"}, "unauthorized")
+    _secret_matches(name, matched).inc()
+
+    try:
+        payload = payloads.parse(body)
+    except PayloadError as exc:
+        fields["reason"] = str(exc)
+        return Answer(400, {"error": "invalid_payload", "detail": str(exc)}, "bad_request")
+    fields["job_id"] = payload.job_id
+    fields["status_reported"] = payload.status
+
+    digest = idempotency.body_digest(body)
+    try:
+        result = await _ingest(
+            state,
+            endpoint=name,
+            idempotency_key=idempotency.key_for(headers.looked_up, digest),
+            body_sha256=digest,
+            headers=headers.stored,
+            body=body,
+            payload=payload,
+        )
+    except DatabaseUnavailable as exc:
+        fields["reason"] = str(exc)
+        return _unavailable(state, "database unavailable")
+
+    if result.outcome == "accepted":
+        event_id = str(result.event_id) if result.event_id else None
+        fields["event_id"] = event_id
+        if event_id is not None:
+            state.notifier.poke()
+            _events(payload.status if payload.status in payloads.KNOWN_STATUSES else "other").inc()
+        if result.registered is False:
+            metrics.UNREGISTERED.labels(name).inc()
+        return Answer(200, {"status": "accepted", "job_id": result.job_id, "event_id": event_id}, "accepted")
+    metrics.REPLAYS.labels(name).inc()
+    if result.outcome == "conflict":
+        metrics.REPLAY_CONFLICTS.labels(name).inc()
+        log.warning(
+            "replay with a different body under a used idempotency key; not applied",
+            extra={"fields": {"endpoint": name, "job_id": result.job_id}},
+        )
+    return Answer(200, {"status": "duplicate", "job_id": result.job_id}, result.outcome)
+
+
+async def _ingest(state: AppState, **webhook: Any) -> ingest.IngestResult:
+    """The webhook transaction on a pooled connection, driver errors translated."""
+    try:
+        conn = await state.pool.getconn()
+        try:
+            return await ingest.ingest(conn, **webhook)
+        finally:
+            await state.pool.putconn(conn)
+    except Exception as exc:
+        unavailable = db.unavailable(exc)
+        if unavailable is None:
+            raise
+        raise unavailable from exc
+
+
+async def _read_limited(receive: Receive, declared: str | None, limit: int) -> bytes:
+    """The body, reading no further than `limit` bytes."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"declared {declared} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientGone
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"more than {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _send(send: Send, answer: Answer) -> None:
+    body = orjson.dumps(answer.content)
+    headers = [_JSON, (b"content-length", str(len(body)).encode()), *answer.headers]
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _unavailable(state: AppState, reason: str) -> Answer:
+    seconds = max(1, round(state.settings.retry_after.total_seconds()))
+    return Answer(
+        503,
+        {"error": "unavailable", "detail": reason},
+        "unavailable",
+        [(b"retry-after", str(seconds).encode())],
+    )
+
+
+# Labelled children, looked up once: `labels()` validates and locks on every call. Their
+# number is bounded: endpoint names are configured ones or "(unknown)".
+@cache
+def _webhooks(endpoint: str, outcome: str) -> Counter:
+    return metrics.WEBHOOKS.labels(endpoint, outcome)
+
+
+@cache
+def _secret_matches(endpoint: str, index: int) -> Counter:
+    return metrics.SECRET_MATCHES.labels(endpoint, str(index))
+
+
+@cache
+def _events(known_status: str) -> Counter:
+    return metrics.EVENTS.labels(f"job.{known_status}")

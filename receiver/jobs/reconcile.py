@@ -1,0 +1,116 @@
+"""Reconciliation: ask the provider about jobs we have not heard of for a while.
+
+A webhook that never arrives would leave a job `processing` forever. Jobs still
+unfinished RECEIVER_STALE_AFTER (15 min) after their last change are looked up
+with Doitong's `avatar(id)` query; a status found this way goes through the
+same state machine and outbox as a webhook (recorded with source `poll`), so
+consumers cannot tell the difference, and the late webhook, if it comes, adds
+history but no second event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import orjson
+import psycopg
+
+from receiver.core import notify
+from receiver.inbound import payloads
+from receiver.jobs import doitong
+
+log = logging.getLogger("receiver.jobs.reconcile")
+
+# Stamping last_polled_at in the claim means two reconcilers never ask about the same job at once.
+CLAIM = """
+UPDATE jobs SET last_polled_at = now()
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE status NOT IN ('completed', 'failed')
+      AND greatest(updated_at, coalesce(last_polled_at, updated_at)) < now() - %(stale)s
+    ORDER BY coalesce(last_polled_at, updated_at)
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, status
+"""
+
+APPLY = "SELECT receiver_apply_job_event(%s, %s, 'poll', NULL, %s::jsonb, NULL, NULL, %s, %s, NULL, %s, NULL, NULL)"
+
+
+@dataclass
+class Round:
+    checked: int = 0
+    changed: int = 0
+    events: int = 0
+    unknown: int = 0
+    errors: int = 0
+
+
+async def reconcile_once(
+    conn: psycopg.AsyncConnection[Any], api: doitong.DoitongClient, *, stale_after: timedelta, limit: int = 100
+) -> Round:
+    """One pass over up to `limit` stale jobs. `conn` must be in autocommit mode."""
+    result = Round()
+    claimed = await (await conn.execute(CLAIM, {"stale": stale_after, "limit": limit})).fetchall()
+    for job_id, current in claimed:
+        result.checked += 1
+        try:
+            found = await api.avatar(job_id)
+        except doitong.RateLimited as exc:
+            log.warning("reconciliation paused: %s", exc)
+            result.errors += 1
+            break
+        except doitong.ProviderError as exc:
+            log.warning("could not look up job %s: %s", job_id, exc)
+            result.errors += 1
+            continue
+        if found is None:
+            result.unknown += 1
+            continue
+        status = payloads.normalize_status(found.status) if found.status else ""
+        if not status or status == current:
+            continue
+        event = await (
+            await conn.execute(
+                APPLY,
+                (job_id, status, orjson.dumps(found.raw).decode(), found.url, found.created_at, found.duration),
+            )
+        ).fetchone()
+        result.changed += 1
+        if event is not None and event[0] is not None:
+            result.events += 1
+            log.info("reconciled job %s: %s -> %s (webhook missing)", job_id, current, status)
+    if result.events:
+        await conn.execute("SELECT pg_notify(%s, '')", (notify.CHANNEL,))
+    return result
+
+
+async def run_periodically(
+    pool: Any, api: doitong.DoitongClient, *, interval: timedelta, stale_after: timedelta, stop: asyncio.Event
+) -> None:
+    """Reconcile every `interval` until `stop` (inside `receiver publish` and `receiver run`)."""
+    while not stop.is_set():
+        try:
+            async with pool.connection() as conn:
+                done = await reconcile_once(conn, api, stale_after=stale_after)
+            if done.checked:
+                log.info(
+                    "reconciliation: %d checked, %d changed, %d events, %d unknown, %d errors",
+                    done.checked,
+                    done.changed,
+                    done.events,
+                    done.unknown,
+                    done.errors,
+                )
+        except (psycopg.Error, OSError) as exc:
+            log.warning("reconciliation failed: %s", exc)
+        except Exception:
+            log.exception("reconciliation pass failed; trying again next interval")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval.total_seconds())

@@ -1,0 +1,100 @@
+"""Submitting jobs through us, as a Python API (what `receiver submit` calls).
+
+    from receiver.jobs import submit as client
+    job = await submit.submit(settings, text="Hello!", avatar="professional-1", voice="en-US-neural",
+                              client_reference="order-42", tags={"customer": "acme"})
+
+It calls Doitong's `generate` with `webhookUrl` = RECEIVER_PUBLIC_URL + the
+endpoint path, then registers the returned job (with its credit cost) in the
+same database the webhooks land in, so events carry the client reference and
+tags. Registration is an upsert: a job is never recorded twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from receiver.core import db
+from receiver.core.config import Settings
+from receiver.core.errors import ConfigError
+from receiver.inbound import endpoints
+from receiver.jobs import doitong
+
+
+@dataclass(frozen=True, slots=True)
+class SubmittedJob:
+    id: str
+    status: str
+    credit_cost: int | None
+    webhook_url: str
+
+
+def webhook_url(settings: Settings, endpoint: str = endpoints.DEFAULT) -> str:
+    if not settings.public_url:
+        raise ConfigError(
+            "RECEIVER_PUBLIC_URL is not set; set it to the address Doitong reaches this receiver at, "
+            "e.g. https://hooks.example.com"
+        )
+    path = "/webhooks/doitong" if endpoint == endpoints.DEFAULT else f"/webhooks/doitong/{endpoint}"
+    return settings.public_url + path
+
+
+def provider_client(settings: Settings, **options: float) -> doitong.DoitongClient:
+    if not settings.doitong_api_key:
+        raise ConfigError("DOITONG_API_KEY is not set; use the API key from your Doitong dashboard")
+    return doitong.DoitongClient(settings.doitong_api_url, settings.doitong_api_key, **options)  # type: ignore[arg-type]
+
+
+async def submit(
+    settings: Settings,
+    *,
+    text: str,
+    avatar: str,
+    voice: str | None = None,
+    service: str = "hedra",
+    client_reference: str | None = None,
+    tags: dict[str, str] | None = None,
+    endpoint: str = endpoints.DEFAULT,
+    doitong: doitong.DoitongClient | None = None,
+    engine: AsyncEngine | None = None,
+) -> SubmittedJob:
+    """Generate a video at Doitong and register the job here. Doitong's errors are raised as
+    `doitong.ProviderError` subclasses with messages fit for a person. Pass `doitong` and
+    `engine` to reuse connections across many submissions."""
+    if not text.strip():
+        raise ConfigError("--text: say something for the avatar to speak")
+    url = webhook_url(settings, endpoint)
+    owned = doitong is None
+    doitong = doitong or provider_client(settings)
+    try:
+        generated = await doitong.generate(text=text, avatar=avatar, voice=voice, service=service, webhook_url=url)
+    finally:
+        if owned:
+            await doitong.close()
+    own_engine = engine is None
+    engine = engine or db.create_engine(settings.require_database_url(), pool_size=1, timeout=settings.db_timeout)
+    try:
+        async with db.begin(engine) as conn:
+            await conn.execute(
+                sa.text(
+                    "SELECT * FROM receiver_register_job(:id, :service, :type, :client_reference,"
+                    " CAST(:tags AS jsonb), :credit_cost, CAST(:input AS jsonb))"
+                ),
+                {
+                    "id": generated.id,
+                    "service": generated.provider or service,
+                    "type": generated.type,
+                    "client_reference": client_reference,
+                    "tags": orjson.dumps(tags).decode() if tags else None,
+                    "credit_cost": generated.credit_cost,
+                    "input": orjson.dumps({"text": text, "avatarId": avatar, "voice": voice}).decode(),
+                },
+            )
+    finally:
+        if own_engine:
+            await engine.dispose()
+    return SubmittedJob(generated.id, generated.status, generated.credit_cost, url)

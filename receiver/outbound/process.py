@@ -1,0 +1,81 @@
+"""The `receiver publish` process: the publisher, its /healthz and /metrics, and signals.
+
+SIGTERM (or Ctrl-C) stops claiming, lets the sends in flight finish, writes
+their outcomes back and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from receiver.core import crypto, db, metrics
+from receiver.core.config import Settings
+from receiver.core.embedded_uvicorn import EmbeddedServer
+from receiver.core.errors import DatabaseUnavailable
+from receiver.inbound.state import json_response
+from receiver.outbound import outbox
+from receiver.outbound.publisher import Publisher
+
+log = logging.getLogger("receiver.outbound.process")
+
+
+def metrics_app(publisher: Publisher) -> Starlette:
+    exposition = metrics.Exposition()
+
+    async def healthz(request: Request) -> Response:
+        return json_response({"status": "ok" if publisher.ready else "starting"}, 200 if publisher.ready else 503)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        try:
+            async with db.translated(), publisher.pool.connection() as conn:
+                backlog: outbox.Backlog | None = await outbox.backlog(conn)
+        except DatabaseUnavailable:
+            backlog = None
+        metrics.set_backlog(exposition.gauges, backlog)
+        body, content_type = exposition.render()
+        return Response(body, 200, media_type=content_type)
+
+    return Starlette(routes=[Route("/healthz", healthz), Route("/metrics", metrics_endpoint)])
+
+
+async def publish(settings: Settings, *, concurrency: int, metrics_port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    publisher = Publisher(settings, crypto.master_key(settings), concurrency=concurrency)
+    server: EmbeddedServer | None = None
+    serving: asyncio.Task[None] | None = None
+    if metrics_port:
+        server = EmbeddedServer(
+            uvicorn.Config(
+                metrics_app(publisher),
+                host=settings.host,
+                port=metrics_port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+            )
+        )
+        serving = asyncio.create_task(server.serve())
+    log.info(
+        "publishing (concurrency %d, brokers: %s, metrics on %s)",
+        concurrency,
+        ", ".join(k for k, v in (("nats", settings.nats_url), ("amqp", settings.amqp_url)) if v) or "none",
+        f"{settings.host}:{metrics_port}" if metrics_port else "off",
+    )
+    try:
+        await publisher.run(stop)
+    finally:
+        if server is not None and serving is not None:
+            server.should_exit = True
+            await serving
+    log.info("publisher stopped")

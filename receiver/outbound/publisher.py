@@ -1,0 +1,546 @@
+"""`receiver publish`: drains the outbox to every subscriber, at least once, in order per job.
+
+Two things run side by side, so that sends never wait for the database:
+- the loop, which wakes on whichever comes first: a NOTIFY from an ingest
+  transaction, room for more claims, the poll interval, or stop. Each turn
+  writes back finished attempts, fans out new events when there may be some,
+  and claims due deliveries, on one connection;
+- the sends: up to `concurrency` at once, taken from what the loop claimed.
+  When a send finishes, the next claimed delivery starts at once.
+
+The loop claims up to one batch ahead of the free send slots, so the next
+sends are ready when slots free up. A claim waits in memory only briefly: one
+older than the lease minus the send timeout (and a margin) is given back
+unattempted, so it is never sent after its lease could have run out.
+
+A subscriber can hold at most RECEIVER_SUBSCRIBER_CONCURRENCY send slots (and
+as many claims waiting), so a slow one cannot starve the others; a failing one
+backs off on the retry schedule and holds none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections import Counter as Tally
+from collections import deque
+from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, TypeVar
+
+import psycopg
+
+from receiver.core import db, metrics, notify
+from receiver.core.config import Settings
+from receiver.core.errors import DatabaseUnavailable
+from receiver.jobs import doitong, reconcile
+from receiver.outbound import outbox, subscriptions
+from receiver.outbound.sinks.base import Message, Result, Sink
+from receiver.outbound.sinks.http import HttpSender
+from receiver.outbound.subscriptions import Subscription
+
+log = logging.getLogger("receiver.outbound.publisher")
+T = TypeVar("T")
+
+FAN_OUT_BATCH = 1000
+DRAIN_TIMEOUT = 30.0
+SUBSCRIPTION_REFRESH = 2.0
+# Every send ends this long (or a tenth of the lease, if less) before its lease does; a claim
+# waiting to be sent is given back once older than lease - this - the HTTP timeout.
+CLAIM_MARGIN = 5.0
+# Deliveries fanned out before the publisher considers refreshing the table's statistics.
+ANALYZE_AFTER = 10_000
+
+
+class Publisher:
+    def __init__(self, settings: Settings, master_key: bytes, *, concurrency: int | None = None) -> None:
+        self.settings = settings
+        self.database_url = settings.require_database_url()
+        self.master_key = master_key
+        self.concurrency = concurrency or settings.publish_concurrency
+        self.me = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        # The loop, the fan-out, /metrics and the reconciler each hold one at a time.
+        self.pool = db.create_pool(self.database_url, size=4, timeout=settings.db_timeout, name="publish")
+        self.engine = db.create_engine(self.database_url, pool_size=1, timeout=settings.db_timeout)
+        self.http: HttpSender | None = None
+        self.doitong: doitong.DoitongClient | None = None
+        self.brokers: dict[str, Sink] = {}
+        self.subscriptions: dict[str, Subscription] = {}
+        self._subscriptions_loaded_at = 0.0
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._sending: Tally[str] = Tally()  # sends in flight, per subscription
+        # Claimed, not sent yet: per subscription, with the monotonic time of the claim.
+        self._queued: dict[str, deque[tuple[float, outbox.Claimed]]] = {}
+        self.cap = min(settings.subscriber_concurrency, self.concurrency)
+        # Every send must end before its claim's lease does (or another publisher could send the
+        # same delivery meanwhile): sends get a deadline of the lease minus a margin, counted
+        # from before the claim was made, and a claim waits for a slot only as long as an HTTP
+        # send could still finish by then.
+        lease = settings.lease_timeout.total_seconds()
+        self._margin = min(CLAIM_MARGIN, lease / 10)
+        self._send_window = lease - self._margin
+        wait = self._send_window - settings.http_timeout.total_seconds()
+        if wait > 0:
+            # Claim a batch ahead of the free slots, so the next sends are ready when slots free up.
+            self._max_wait = wait
+            self._claim_limit = 2 * self.concurrency
+            self._claim_cap = 2 * self.cap
+        else:
+            # No time to wait: claim only for free slots (every claim starts at once, unless a
+            # failed turn left it waiting past its whole window).
+            self._max_wait = self._send_window
+            self._claim_limit = self.concurrency
+            self._claim_cap = self.cap
+        self._claim_min = max(1, self.concurrency // 8)
+        self._completions: list[outbox.Completion] = []
+        self._gone: dict[str, str] = {}
+        self._fanned_since_analyze = 0
+        self._analyze = True
+        self._fan_out_due = asyncio.Event()
+        self._fan_out_due.set()
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self.ready = False
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish until `stop` is set, then finish the sends in flight and return."""
+        self._stop = stop
+        await self._start()
+        listener = asyncio.create_task(self._listen(stop), name="outbox-listen")
+        fanning = asyncio.create_task(self._fan_out_loop(stop), name="outbox-fan-out")
+        reconciling = self._start_reconciler(stop)
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    more = await self._turn()
+                except DatabaseUnavailable as exc:
+                    log.warning("database unavailable: %s; retrying", exc)
+                    more = False
+                except Exception:
+                    # A publisher that dies quietly while the server keeps accepting is the worst
+                    # outcome: log, back off, keep going (claims of a turn that failed expire).
+                    log.exception("publisher turn failed; retrying")
+                    more = False
+                if more:
+                    await asyncio.sleep(0)
+                    continue
+                await _first(self._wake.wait(), stop.wait(), timeout=self.settings.poll_interval.total_seconds())
+        finally:
+            # A fan-out is one statement: cancelled, it is rolled back and done again later.
+            for task in (listener, fanning):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if reconciling is not None:
+                # Its claims only stamp last_polled_at: cancelling mid-pass loses nothing.
+                reconciling.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reconciling
+            try:
+                await self._drain()
+            finally:
+                await self._close()
+
+    def _start_reconciler(self, stop: asyncio.Event) -> asyncio.Task[None] | None:
+        """Periodic reconciliation, when Doitong's API is configured (DOITONG_API_KEY)."""
+        if not self.settings.doitong_api_key:
+            return None
+        self.doitong = doitong.DoitongClient(self.settings.doitong_api_url, self.settings.doitong_api_key)
+        return asyncio.create_task(
+            reconcile.run_periodically(
+                self.pool,
+                self.doitong,
+                interval=self.settings.reconcile_interval,
+                stale_after=self.settings.stale_after,
+                stop=stop,
+            ),
+            name="reconcile",
+        )
+
+    async def _start(self) -> None:
+        await self.pool.open(wait=False)
+        self.http = HttpSender(
+            timeout=self.settings.http_timeout.total_seconds(),
+            deny_networks=self.settings.deny_networks,
+            limit=self.concurrency,
+        )
+        await self._start_brokers()
+        with contextlib.suppress(DatabaseUnavailable):
+            await self._refresh_subscriptions(force=True)
+        self.ready = True
+
+    async def _start_brokers(self) -> None:
+        configured: list[tuple[Literal["nats", "amqp"], Any]] = []
+        if self.settings.nats_url:
+            from receiver.outbound.sinks.nats import NatsSink
+
+            configured.append(
+                (
+                    "nats",
+                    NatsSink(
+                        self.settings.nats_url,
+                        stream=self.settings.nats_stream,
+                        subject_prefix=self.settings.nats_subject_prefix,
+                    ),
+                )
+            )
+        if self.settings.amqp_url:
+            from receiver.outbound.sinks.amqp import AmqpSink
+
+            configured.append(("amqp", AmqpSink(self.settings.amqp_url, exchange=self.settings.amqp_exchange)))
+        for kind, sink in configured:
+            try:
+                await sink.connect()
+            except Exception as exc:  # the sink reconnects by itself; deliveries retry meanwhile
+                log.warning("%s broker not reachable at start-up (%s); deliveries will retry", kind, exc)
+            self.brokers[kind] = sink
+            async with db.begin(self.engine) as conn:
+                await subscriptions.ensure_broker(conn, kind, sink.display_url)
+
+    async def _drain(self) -> None:
+        # Claims not started go back at once, for another publisher (or the next start), before
+        # the sends in flight are waited for.
+        for subscription_id in list(self._queued):
+            self._release_queue(subscription_id, "stopping")
+        await self._final_flush()
+        if self._inflight:
+            log.info("stopping: finishing %d sends in flight", len(self._inflight))
+            await asyncio.wait(self._inflight, timeout=DRAIN_TIMEOUT)
+        await self._final_flush()
+
+    async def _final_flush(self) -> None:
+        """Write back what can be written; at shutdown nothing may stop the drain (what is not
+        written back runs out with its lease and is sent again)."""
+        try:
+            async with db.translated(), self.pool.connection() as conn:
+                await self._flush(conn)
+        except Exception as exc:
+            log.warning("stopping: could not write back outcomes (%s); their claims will expire", exc)
+
+    async def _close(self) -> None:
+        for task in self._inflight:
+            task.cancel()
+        if self.http is not None:
+            await self.http.close()
+        if self.doitong is not None:
+            await self.doitong.close()
+        for sink in self.brokers.values():
+            with contextlib.suppress(Exception):
+                await sink.close()
+        await self.pool.close()
+        await self.engine.dispose()
+
+    # -- one turn of the loop ---------------------------------------------------------------
+
+    async def _turn(self) -> bool:
+        """Write back and claim, on one connection. True when there is probably more to claim
+        right away."""
+        await self._refresh_subscriptions()
+        self._release_stale(time.monotonic())
+        claimed: list[outbox.Claimed] = []
+        claimed_at = 0.0
+        ended = False
+        room = self._room()
+        async with db.translated(), self.pool.connection() as conn:
+            if room >= self._claim_min or (room > 0 and not self._inflight):
+                disabled = await self._disable_gone(conn)
+                claimed_at = time.monotonic()  # before the database's now(), which starts the lease
+                held = self._claims_held()
+                completions, self._completions = self._completions, []
+                # The claim sees the table from before these completions: a line whose head
+                # they finish advances only on the next turn, which must come at once.
+                ended = any(c.state != "pending" for c in completions)
+                claimed = await self._writing_back(
+                    completions,
+                    outbox.claim(
+                        conn,
+                        me=self.me,
+                        limit=room,
+                        lease=self.settings.lease_timeout,
+                        brokers=list(self.brokers),
+                        cap=self._claim_cap,
+                        in_flight=held,
+                        completions=completions,
+                    ),
+                )
+            else:
+                disabled = await self._flush(conn)
+        for item in claimed:
+            self._queued.setdefault(item.subscription_id, deque()).append((claimed_at, item))
+        try:
+            if disabled:
+                await self._refresh_subscriptions(force=True)
+        finally:
+            self._start_sends()
+        return (bool(claimed) and len(claimed) == room) or ended
+
+    def _room(self) -> int:
+        """How many more claims this publisher may hold (sending or waiting)."""
+        return self._claim_limit - len(self._inflight) - sum(len(queue) for queue in self._queued.values())
+
+    def _claims_held(self) -> dict[str, int]:
+        """Claims this publisher holds (sending or waiting), per subscription."""
+        held = dict(self._sending)
+        for subscription_id, queue in self._queued.items():
+            held[subscription_id] = held.get(subscription_id, 0) + len(queue)
+        return held
+
+    def _release_stale(self, now: float) -> None:
+        """Give back claims that waited too long for a slot (their send could not finish within
+        the lease), and every claim of a subscription that is no longer enabled (410 Gone, or
+        disabled by an operator: its deliveries wait until it is enabled again)."""
+        for subscription_id in list(self._queued):
+            subscription = self.subscriptions.get(subscription_id)
+            if subscription_id in self._gone or (subscription is not None and subscription.state != "enabled"):
+                self._release_queue(subscription_id, "disabled")
+                continue
+            queue = self._queued[subscription_id]
+            while queue and now - queue[0][0] >= self._max_wait:  # oldest first
+                _, item = queue.popleft()
+                self._completions.append(outbox.Completion.release(item))
+                metrics.CLAIMS_RELEASED.labels("stale").inc()
+                log.debug("claim of delivery %d waited too long for a slot; released", item.delivery_id)
+            if not queue:
+                del self._queued[subscription_id]
+
+    def _release_queue(self, subscription_id: str, reason: str) -> None:
+        queue = self._queued.pop(subscription_id, None)
+        if not queue:
+            return
+        self._completions.extend(outbox.Completion.release(item) for _, item in queue)
+        metrics.CLAIMS_RELEASED.labels(reason).inc(len(queue))
+
+    def _start_sends(self) -> None:
+        """Start claimed deliveries while send slots are free, taking subscriptions in turn and
+        none beyond its share of slots."""
+        if self._stop.is_set():
+            return
+        now = time.monotonic()
+        self._release_stale(now)
+        while self._queued and len(self._inflight) < self.concurrency:
+            started = False
+            for subscription_id in list(self._queued):
+                if len(self._inflight) >= self.concurrency:
+                    break
+                if self._sending[subscription_id] >= self.cap:
+                    continue
+                queue = self._queued.pop(subscription_id)
+                claimed_at, item = queue.popleft()
+                if queue:
+                    self._queued[subscription_id] = queue  # to the back: the next one goes first
+                started = True
+                self._sending[subscription_id] += 1
+                task = asyncio.create_task(self._deliver(item, claimed_at))
+                self._inflight.add(task)
+                task.add_done_callback(self._finished)
+            if not started:
+                break
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._start_sends()
+        if self._room() >= self._claim_min or not self._inflight:
+            self._wake.set()
+
+    async def _deliver(self, item: outbox.Claimed, claimed_at: float) -> None:
+        deadline = claimed_at + self._send_window
+        try:
+            result = await asyncio.wait_for(self._send(item), max(deadline - time.monotonic(), 0.0))
+        except TimeoutError:
+            # Whatever the sink's own timeouts: no send may outlive its lease.
+            result = Result(ok=False, error="send did not finish within the claim's lease")
+        except Exception as exc:  # a bug in a sink must not lose the delivery: retry it
+            log.exception("sink failed on event %s", item.event_id)
+            result = Result(ok=False, error=f"internal error: {type(exc).__name__}")
+        finally:
+            self._sending[item.subscription_id] -= 1
+            if self._sending[item.subscription_id] <= 0:
+                del self._sending[item.subscription_id]
+        self._record(item, result)
+
+    async def _send(self, item: outbox.Claimed) -> Result:
+        subscription = self.subscriptions.get(item.subscription_id)
+        if subscription is None:
+            await self._refresh_subscriptions(force=True)
+            subscription = self.subscriptions.get(item.subscription_id)
+            if subscription is None:
+                return Result(ok=False, error="subscription not found")
+        message = Message(str(item.event_id), item.event_type, item.job_id, item.body)
+        if subscription.kind == "http":
+            assert self.http is not None
+            return await self.http.send(subscription, message)
+        sink = self.brokers.get(subscription.kind)
+        if sink is None:
+            return Result(ok=False, error=f"{subscription.kind} is not configured in this publisher")
+        return await sink.send(message)
+
+    def _record(self, item: outbox.Claimed, result: Result) -> None:
+        now = datetime.now(UTC)
+        kind = self.subscriptions[item.subscription_id].kind if item.subscription_id in self.subscriptions else "http"
+        fields = {
+            "event_id": str(item.event_id),
+            "event_type": item.event_type,
+            "job_id": item.job_id,
+            "subscription_id": item.subscription_id,
+            "attempt": item.attempt,
+            "status": result.status,
+            "error": result.error,
+        }
+        if result.ok:
+            completion = outbox.Completion.of(item, "delivered", result.status)
+            metrics.DELIVERY_LATENCY.labels(kind).observe((now - item.event_created_at).total_seconds())
+            outcome = "delivered"
+            log.debug("delivered", extra={"fields": fields})
+        elif result.gone:
+            completion = outbox.Completion.of(item, "dead", result.status, result.error)
+            self._gone[item.subscription_id] = f"410 Gone at {now.isoformat(timespec='seconds')}"
+            self._release_queue(item.subscription_id, "disabled")
+            outcome = "gone"
+            log.warning("subscriber answered 410 Gone: disabling it", extra={"fields": fields})
+        elif item.attempt > len(self.settings.retry_schedule):
+            completion = outbox.Completion.of(item, "dead", result.status, result.error)
+            outcome = "dead"
+            log.error("delivery is dead after %d attempts", item.attempt, extra={"fields": fields})
+        else:
+            wait = self._wait_before_retry(item.attempt, result.retry_after)
+            completion = outbox.Completion.of(item, "pending", result.status, result.error, now + wait)
+            outcome = "retry"
+            log.info("delivery failed; retrying in %.1fs", wait.total_seconds(), extra={"fields": fields})
+        metrics.DELIVERIES.labels(kind, outcome).inc()
+        self._completions.append(completion)
+
+    def _wait_before_retry(self, attempt: int, retry_after: float | None) -> timedelta:
+        """The schedule's wait (±20 %), or longer when the subscriber asked for more with
+        Retry-After. Never shorter: every attempt counts toward `dead`, so a subscriber that
+        says `Retry-After: 0` must not burn through the schedule in seconds."""
+        scheduled = self.settings.retry_schedule[attempt - 1].total_seconds() * random.uniform(0.8, 1.2)
+        return timedelta(seconds=max(scheduled, retry_after or 0.0))
+
+    async def _flush(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        """Write back finished attempts (and released claims), and disable subscribers that
+        answered 410; True when some were disabled."""
+        disabled = await self._disable_gone(conn)
+        if self._completions:
+            completions, self._completions = self._completions, []
+            await self._writing_back(completions, outbox.complete(conn, self.me, completions))
+        return disabled
+
+    async def _disable_gone(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        if not self._gone:
+            return False
+        gone, self._gone = self._gone, {}
+        try:
+            for subscription_id, reason in gone.items():
+                await outbox.disable_gone(conn, subscription_id, reason)
+        except (DatabaseUnavailable, psycopg.Error):
+            self._gone.update(gone)  # next turn
+            raise
+        return True
+
+    async def _writing_back(self, completions: list[outbox.Completion], statement: Awaitable[T]) -> T:
+        """Run a statement that writes `completions` back; keep them for the next turn when the
+        connection failed. When the batch itself is at fault (it would fail again and stop every
+        turn), drop it: the claims run out and are sent again."""
+        try:
+            return await statement
+        except (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError):
+            log.exception("writing back %d outcomes failed; their claims will expire", len(completions))
+            raise
+        except (DatabaseUnavailable, psycopg.Error):
+            self._completions[:0] = completions
+            raise
+
+    async def _refresh_subscriptions(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._subscriptions_loaded_at < SUBSCRIPTION_REFRESH:
+            return
+        async with db.begin(self.engine) as conn:
+            self.subscriptions = await subscriptions.load(conn, self.master_key)
+        self._subscriptions_loaded_at = time.monotonic()
+
+    # -- wake-ups ---------------------------------------------------------------------------
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        """LISTEN on its own connection; reconnects; the poll interval covers any gap."""
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    db.libpq_url(self.database_url), autocommit=True, application_name="doitong-receiver-listen"
+                ) as conn:
+                    await conn.execute(f"LISTEN {notify.CHANNEL}")
+                    backoff = 0.5
+                    self._notified()  # anything committed while we were not listening
+                    async for _ in conn.notifies():
+                        self._notified()
+            except psycopg.Error as exc:
+                log.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    async def _keep_statistics(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        try:
+            outcome = await outbox.keep_statistics(conn, self._fanned_since_analyze)
+        except psycopg.Error as exc:
+            log.warning("ANALYZE deliveries failed (%s); trying again after more fan-outs", exc)
+            self._fanned_since_analyze = 0
+            return
+        if outcome == "analyzed":
+            self._fanned_since_analyze = 0
+        elif outcome == "not_allowed":
+            log.warning(
+                "cannot ANALYZE deliveries (this role does not own it or the database); "
+                "leaving its statistics to autovacuum"
+            )
+            self._analyze = False
+
+    def _notified(self) -> None:
+        """New outbox events were committed: fan them out."""
+        self._fan_out_due.set()
+
+    async def _fan_out_loop(self, stop: asyncio.Event) -> None:
+        """Fan out new events into deliveries, beside the claiming loop (a deep backlog of
+        events takes many batches, and sends go on meanwhile); wakes the loop when there are
+        new deliveries to claim. Runs on a NOTIFY, and every poll interval in any case: a
+        NOTIFY can be lost (the server drops them when its pool is busy)."""
+        poll = self.settings.poll_interval.total_seconds()
+        while not stop.is_set():
+            await _first(self._fan_out_due.wait(), stop.wait(), timeout=poll)
+            if stop.is_set():
+                return
+            self._fan_out_due.clear()
+            try:
+                async with db.translated(), self.pool.connection() as conn:
+                    fanned = await outbox.fan_out(conn, FAN_OUT_BATCH)
+                    if fanned.events:
+                        self._wake.set()
+                    if fanned.events == FAN_OUT_BATCH:
+                        self._fan_out_due.set()
+                    self._fanned_since_analyze += fanned.deliveries
+                    if self._fanned_since_analyze >= ANALYZE_AFTER and self._analyze:
+                        await self._keep_statistics(conn)
+            except DatabaseUnavailable as exc:
+                log.warning("fan-out: database unavailable: %s; retrying", exc)
+                await _first(stop.wait(), timeout=poll)
+            except Exception:
+                log.exception("fan-out failed; retrying")
+                await _first(stop.wait(), timeout=poll)
+
+
+async def _first(*waits: Any, timeout: float) -> bool:
+    """Wait for the first of `waits`; False when the timeout came first."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+    return bool(done)

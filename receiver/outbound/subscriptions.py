@@ -1,0 +1,288 @@
+"""Subscribers: HTTP endpoints of the team's services, plus one row per configured broker.
+
+HTTP subscribers get Standard Webhooks signatures: a `whsec_` secret (HMAC,
+`v1`) and optionally an Ed25519 key pair (`v1a`). Secrets and private keys are
+sealed with the master key like endpoint secrets. `rotate-secret` keeps the
+previous secret signing for a grace period, so requests carry both signatures
+while consumers switch over (the Standard Webhooks header allows several).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from receiver.core import crypto, tables
+from receiver.core.errors import ConfigError, NotFound
+
+Kind = Literal["http", "nats", "amqp"]
+SECRET_PREFIX = "whsec_"
+PUBLIC_KEY_PREFIX = "whpk_"
+_EVENT_TYPE = re.compile(r"job\.[a-z0-9_]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A subscription as the publisher uses it (secrets opened)."""
+
+    id: str
+    kind: Kind
+    url: str
+    secret: bytes | None  # HMAC key (the base64-decoded part of whsec_…)
+    previous_secret: bytes | None
+    previous_secret_expires_at: datetime | None
+    signing_key: Ed25519PrivateKey | None
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionInfo:
+    id: str
+    kind: str
+    url: str
+    event_types: list[str] | None
+    services: list[str] | None
+    state: str
+    disabled_reason: str | None
+    public_key: str | None
+    pending: int
+    dead: int
+    delivered: int
+
+
+@dataclass(frozen=True, slots=True)
+class Added:
+    id: str
+    secret: str
+    public_key: str | None
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def secret_key(secret: str) -> bytes:
+    """The HMAC key inside a `whsec_…` secret, as the standardwebhooks library reads it."""
+    if not secret.startswith(SECRET_PREFIX):
+        raise ConfigError("--secret: must look like whsec_<base64>, e.g. one printed by `receiver subscribers add`")
+    try:
+        key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) < 16:
+        raise ConfigError("--secret: the part after whsec_ must be base64 of at least 16 random bytes")
+    return key
+
+
+def check_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"subscriber URL {url!r}: use an absolute http:// or https:// URL")
+    return url
+
+
+def check_event_types(types: list[str] | None) -> list[str] | None:
+    if not types:
+        return None
+    for event_type in types:
+        if not _EVENT_TYPE.fullmatch(event_type):
+            raise ConfigError(f"--events: {event_type!r} is not an event type; use e.g. job.completed,job.failed")
+    return sorted(set(types))
+
+
+def public_key_text(key: Ed25519PrivateKey) -> str:
+    raw = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return PUBLIC_KEY_PREFIX + base64.b64encode(raw).decode()
+
+
+def new_id() -> str:
+    return "sub_" + secrets.token_hex(8)
+
+
+async def add(
+    conn: AsyncConnection,
+    master_key: bytes,
+    url: str,
+    *,
+    secret: str | None = None,
+    event_types: list[str] | None = None,
+    services: list[str] | None = None,
+    ed25519: bool = False,
+) -> Added:
+    """Add an HTTP subscriber; it receives events created from now on."""
+    check_url(url)
+    secret = secret or new_secret()
+    secret_key(secret)
+    subscription_id = new_id()
+    signing_key = Ed25519PrivateKey.generate() if ed25519 else None
+    public_key = public_key_text(signing_key) if signing_key else None
+    await conn.execute(
+        tables.subscriptions.insert().values(
+            id=subscription_id,
+            kind="http",
+            url=url,
+            secret_sealed=crypto.seal(master_key, secret, context=subscription_id),
+            signing_key_sealed=(
+                crypto.seal(master_key, _private_text(signing_key), context=subscription_id + ":ed25519")
+                if signing_key
+                else None
+            ),
+            public_key=public_key,
+            event_types=check_event_types(event_types),
+            services=sorted(set(services)) if services else None,
+        )
+    )
+    return Added(subscription_id, secret, public_key)
+
+
+async def rotate_secret(conn: AsyncConnection, master_key: bytes, subscription_id: str, grace: timedelta) -> str:
+    """A new whsec_ secret; the current one keeps signing alongside it for `grace`."""
+    table = tables.subscriptions
+    row = (
+        await conn.execute(
+            sa.select(table.c.secret_sealed, table.c.kind).where(table.c.id == subscription_id).with_for_update()
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"subscription {subscription_id!r} does not exist")
+    if row.kind != "http":
+        raise ConfigError(f"subscription {subscription_id!r} is a {row.kind} broker; it has no signing secret")
+    secret = new_secret()
+    await conn.execute(
+        table.update()
+        .where(table.c.id == subscription_id)
+        .values(
+            previous_secret_sealed=row.secret_sealed,
+            previous_secret_expires_at=sa.func.now() + grace,
+            secret_sealed=crypto.seal(master_key, secret, context=subscription_id),
+            updated_at=sa.func.now(),
+        )
+    )
+    return secret
+
+
+async def set_enabled(conn: AsyncConnection, subscription_id: str, enabled: bool, reason: str | None = None) -> None:
+    table = tables.subscriptions
+    result = await conn.execute(
+        table.update()
+        .where(table.c.id == subscription_id)
+        .values(
+            state="enabled" if enabled else "disabled",
+            disabled_reason=None if enabled else (reason or "disabled by an operator"),
+            updated_at=sa.func.now(),
+        )
+    )
+    if result.rowcount == 0:
+        raise NotFound(f"subscription {subscription_id!r} does not exist")
+
+
+async def remove(conn: AsyncConnection, subscription_id: str) -> None:
+    result = await conn.execute(tables.subscriptions.delete().where(tables.subscriptions.c.id == subscription_id))
+    if result.rowcount == 0:
+        raise NotFound(f"subscription {subscription_id!r} does not exist")
+
+
+async def list_all(conn: AsyncConnection) -> list[SubscriptionInfo]:
+    s, d = tables.subscriptions, tables.deliveries
+    counts = (
+        sa.select(
+            d.c.subscription_id,
+            sa.func.count().filter(d.c.state == "pending").label("pending"),
+            sa.func.count().filter(d.c.state == "dead").label("dead"),
+            sa.func.count().filter(d.c.state == "delivered").label("delivered"),
+        )
+        .group_by(d.c.subscription_id)
+        .subquery()
+    )
+    rows = await conn.execute(
+        sa.select(
+            s.c.id,
+            s.c.kind,
+            s.c.url,
+            s.c.event_types,
+            s.c.services,
+            s.c.state,
+            s.c.disabled_reason,
+            s.c.public_key,
+            sa.func.coalesce(counts.c.pending, 0),
+            sa.func.coalesce(counts.c.dead, 0),
+            sa.func.coalesce(counts.c.delivered, 0),
+        )
+        .select_from(s.outerjoin(counts, counts.c.subscription_id == s.c.id))
+        .order_by(s.c.created_at)
+    )
+    return [SubscriptionInfo(*row) for row in rows]
+
+
+async def load(conn: AsyncConnection, master_key: bytes) -> dict[str, Subscription]:
+    """Every subscription with its secrets opened, for the publisher."""
+    table = tables.subscriptions
+    rows = await conn.execute(
+        sa.select(
+            table.c.id,
+            table.c.kind,
+            table.c.url,
+            table.c.secret_sealed,
+            table.c.previous_secret_sealed,
+            table.c.previous_secret_expires_at,
+            table.c.signing_key_sealed,
+            table.c.state,
+        )
+    )
+    loaded: dict[str, Subscription] = {}
+    for row in rows:
+        secret = (
+            secret_key(crypto.open_sealed(master_key, row.secret_sealed, context=row.id)) if row.secret_sealed else None
+        )
+        previous = (
+            secret_key(crypto.open_sealed(master_key, row.previous_secret_sealed, context=row.id))
+            if row.previous_secret_sealed
+            else None
+        )
+        signing_key = (
+            Ed25519PrivateKey.from_private_bytes(
+                base64.b64decode(crypto.open_sealed(master_key, row.signing_key_sealed, context=row.id + ":ed25519"))
+            )
+            if row.signing_key_sealed
+            else None
+        )
+        loaded[row.id] = Subscription(
+            id=row.id,
+            kind=row.kind,
+            url=row.url,
+            secret=secret,
+            previous_secret=previous,
+            previous_secret_expires_at=row.previous_secret_expires_at,
+            signing_key=signing_key,
+            state=row.state,
+        )
+    return loaded
+
+
+async def ensure_broker(conn: AsyncConnection, kind: Literal["nats", "amqp"], display_url: str) -> None:
+    """The configured broker as a subscription (id = kind), so its deliveries have rows,
+    retries and order like any subscriber. Created once: it receives events from then on."""
+    table = tables.subscriptions
+    await conn.execute(
+        insert(table)
+        .values(id=kind, kind=kind, url=display_url)
+        .on_conflict_do_update(index_elements=[table.c.id], set_={"url": display_url, "updated_at": sa.func.now()})
+    )
+
+
+def _private_text(key: Ed25519PrivateKey) -> str:
+    from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
+
+    return base64.b64encode(key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())).decode()
