@@ -25,7 +25,7 @@ import uvicorn
 
 from receiver import __version__
 from receiver.cli import jobs, outbox
-from receiver.core import crypto, db, durations, embedded_postgres, logs, migrate
+from receiver.core import config, crypto, db, durations, embedded_postgres, logs, migrate
 from receiver.core.config import Settings
 from receiver.core.errors import ConfigError, DatabaseUnavailable, ReceiverError, SecretDecryptError
 from receiver.inbound import endpoints
@@ -194,9 +194,7 @@ def _with_flags(settings: Settings, args: argparse.Namespace) -> Settings:
     if getattr(args, "host", None):
         changes["host"] = args.host
     if getattr(args, "port", None) is not None:
-        if not 0 <= args.port <= 65535:
-            raise ConfigError(f"--port: {args.port} is not a port number")
-        changes["port"] = args.port
+        changes["port"] = config.check_port(args.port, setting="--port")
     if getattr(args, "workers", None) is not None:
         if args.workers < 1:
             raise ConfigError("--workers: use 1 or more")

@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from receiver.core import crypto, db, durations, tables
+from receiver.core import config, crypto, db, durations, tables
 from receiver.core.config import Settings
 from receiver.core.errors import ConfigError
 from receiver.outbound import outbox, process, subscriptions
@@ -75,9 +75,9 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     concurrency = args.concurrency if args.concurrency is not None else settings.publish_concurrency
     if concurrency < 1:
         raise ConfigError("--concurrency: use 1 or more")
-    port = args.metrics_port if args.metrics_port is not None else settings.metrics_port
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"--metrics-port: {port} is not a port number")
+    port = config.check_port(
+        args.metrics_port if args.metrics_port is not None else settings.metrics_port, setting="--metrics-port"
+    )
     settings.require_database_url()
     # uvloop, as `receiver serve` runs on: a publisher spends most of its time in the event loop.
     loop_factory = None
@@ -195,7 +195,7 @@ def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     event_id = _uuid(args.event) if args.event else None
-    since = _since(args.since) if args.since else None
+    since = durations.since(args.since, setting="--since") if args.since else None
 
     async def run(conn: AsyncConnection) -> int:
         return await outbox.replay(
@@ -232,11 +232,3 @@ def _uuid(text: str) -> uuid.UUID:
         return uuid.UUID(text)
     except ValueError:
         raise ConfigError(f"--event: {text!r} is not an event id (a UUID)") from None
-
-
-def _since(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return datetime.now(UTC) - durations.parse(text, setting="--since")
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

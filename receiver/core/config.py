@@ -7,8 +7,6 @@ first webhook.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import ipaddress
 import os
@@ -19,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from receiver.core import durations
+from receiver.core import base64url, durations
 from receiver.core.errors import ConfigError
 
 LogFormat = Literal["text", "json"]
@@ -35,6 +33,15 @@ DEFAULT_DENY_NETWORKS: tuple[IPNetwork, ...] = (
 DEFAULT_RETRY_SCHEDULE: tuple[timedelta, ...] = tuple(
     durations.parse(part) for part in ["5s", "30s", "2m", "10m", "30m", "1h", "3h", "6h", "12h", "24h"]
 )
+
+# Each rule below is checked wherever its value can enter (environment, flags, key file), from here.
+MIN_PORT, MAX_PORT = 0, 65535  # 0 asks the OS for any free port
+# Doitong's webhook signing secret, whether from DOITONG_WEBHOOK_SECRET or `receiver endpoints`:
+# a floor against typos and placeholders, not a strength requirement (Doitong chooses the secret).
+MIN_WEBHOOK_SECRET_LENGTH = 8
+# Our own bearer token for /v1/jobs: we choose it, so it must be hard to guess.
+MIN_API_TOKEN_LENGTH = 16
+MASTER_KEY_BYTES = 32  # AES-256-GCM
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,7 @@ class Settings:
             master_key=_master_key(env.get("RECEIVER_MASTER_KEY")),
             home=Path(env.get("RECEIVER_HOME") or ".receiver"),
             host=env.get("RECEIVER_HOST") or "127.0.0.1",
-            port=_int(env, "RECEIVER_PORT", 8080, low=0, high=65535),
+            port=_int(env, "RECEIVER_PORT", 8080, low=MIN_PORT, high=MAX_PORT),
             workers=_int(env, "RECEIVER_WORKERS", 1, low=1, high=256),
             max_body_bytes=_int(env, "RECEIVER_MAX_BODY_BYTES", 1024 * 1024, low=1024),
             log_format=_log_format(env.get("RECEIVER_LOG_FORMAT")),
@@ -112,7 +119,7 @@ class Settings:
             poll_interval=_duration(env, "RECEIVER_POLL_INTERVAL", "1s"),
             publish_concurrency=_int(env, "RECEIVER_PUBLISH_CONCURRENCY", 64, low=1, high=4096),
             subscriber_concurrency=_int(env, "RECEIVER_SUBSCRIBER_CONCURRENCY", 16, low=1, high=4096),
-            metrics_port=_int(env, "RECEIVER_METRICS_PORT", 9091, low=0, high=65535),
+            metrics_port=_int(env, "RECEIVER_METRICS_PORT", 9091, low=MIN_PORT, high=MAX_PORT),
             api_token=_api_token(env.get("RECEIVER_API_TOKEN")),
             public_url=_http_url(env.get("RECEIVER_PUBLIC_URL"), "RECEIVER_PUBLIC_URL"),
             doitong_api_url=_http_url(env.get("DOITONG_API_URL"), "DOITONG_API_URL") or "https://api.doitong.com",
@@ -120,6 +127,11 @@ class Settings:
             stale_after=_duration(env, "RECEIVER_STALE_AFTER", "15m"),
             reconcile_interval=_duration(env, "RECEIVER_RECONCILE_INTERVAL", "1m"),
         )
+
+    @property
+    def retry_after_seconds(self) -> int:
+        """RECEIVER_RETRY_AFTER as a `Retry-After` header says it: whole seconds, at least 1."""
+        return max(1, round(self.retry_after.total_seconds()))
 
     def replace(self, **changes: object) -> Settings:
         """A copy with command-line flags applied."""
@@ -132,6 +144,21 @@ class Settings:
                 "(or use `receiver run`, which starts an embedded PostgreSQL)"
             )
         return self.database_url
+
+
+def check_port(port: int, *, setting: str) -> int:
+    """`port` when a server can listen on it (0 = any free port); ConfigError naming `setting` otherwise."""
+    if not MIN_PORT <= port <= MAX_PORT:
+        raise ConfigError(f"{setting}: {port} is not a port number")
+    return port
+
+
+def decode_master_key(text: str) -> bytes:
+    """The key in `receiver keygen`'s output; ValueError unless it is MASTER_KEY_BYTES of URL-safe base64."""
+    key = base64url.decode(text)
+    if len(key) != MASTER_KEY_BYTES:
+        raise ValueError(f"{len(key)} bytes, not {MASTER_KEY_BYTES}")
+    return key
 
 
 def _database_url(value: str | None) -> str | None:
@@ -152,9 +179,9 @@ def _secrets(value: str | None) -> tuple[str, ...]:
         return ()
     secrets = tuple(part.strip() for part in value.split(",") if part.strip())
     for secret in secrets:
-        if len(secret) < 8:
+        if len(secret) < MIN_WEBHOOK_SECRET_LENGTH:
             raise ConfigError(
-                "DOITONG_WEBHOOK_SECRET: a secret is shorter than 8 characters; "
+                f"DOITONG_WEBHOOK_SECRET: a secret is shorter than {MIN_WEBHOOK_SECRET_LENGTH} characters; "
                 "use the webhook secret from your Doitong dashboard (comma-separate several to rotate)"
             )
     return secrets
@@ -163,16 +190,13 @@ def _secrets(value: str | None) -> tuple[str, ...]:
 def _master_key(value: str | None) -> bytes | None:
     if value is None or not value.strip():
         return None
-    text = value.strip()
     try:
-        key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        key = b""
-    if len(key) != 32:
+        return decode_master_key(value.strip())
+    except ValueError:
         raise ConfigError(
-            "RECEIVER_MASTER_KEY: must be 32 random bytes in URL-safe base64; generate one with `receiver keygen`"
-        )
-    return key
+            f"RECEIVER_MASTER_KEY: must be {MASTER_KEY_BYTES} random bytes in URL-safe base64; "
+            "generate one with `receiver keygen`"
+        ) from None
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int | None = None) -> int:
@@ -255,8 +279,10 @@ def _name(env: Mapping[str, str], name: str, default: str) -> str:
 def _api_token(value: str | None) -> str | None:
     if value is None or not value.strip():
         return None
-    if len(value.strip()) < 16:
-        raise ConfigError("RECEIVER_API_TOKEN: use at least 16 random characters (e.g. `receiver keygen`)")
+    if len(value.strip()) < MIN_API_TOKEN_LENGTH:
+        raise ConfigError(
+            f"RECEIVER_API_TOKEN: use at least {MIN_API_TOKEN_LENGTH} random characters (e.g. `receiver keygen`)"
+        )
     return value.strip()
 
 

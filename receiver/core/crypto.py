@@ -7,7 +7,6 @@ does not open there.
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import secrets
@@ -16,7 +15,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from receiver.core.config import Settings
+from receiver.core import base64url, config
 from receiver.core.errors import ConfigError, SecretDecryptError
 
 log = logging.getLogger("receiver.core.crypto")
@@ -27,10 +26,10 @@ _KEY_FILE = "master.key"
 
 def generate_key() -> str:
     """A fresh master key as URL-safe base64 (what `receiver keygen` prints)."""
-    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+    return base64url.encode(secrets.token_bytes(config.MASTER_KEY_BYTES))
 
 
-def master_key(settings: Settings) -> bytes:
+def master_key(settings: config.Settings) -> bytes:
     """RECEIVER_MASTER_KEY, or in development a key file kept under RECEIVER_HOME."""
     if settings.master_key is not None:
         return settings.master_key
@@ -50,14 +49,12 @@ def master_key(settings: Settings) -> bytes:
 
 
 def _read_key_file(path: Path) -> bytes:
-    text = path.read_text().strip()
     try:
-        key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return config.decode_master_key(path.read_text().strip())
     except ValueError:
-        key = b""
-    if len(key) != 32:
-        raise ConfigError(f"{path}: not a 32-byte URL-safe base64 key; delete it or set RECEIVER_MASTER_KEY")
-    return key
+        raise ConfigError(
+            f"{path}: not a {config.MASTER_KEY_BYTES}-byte URL-safe base64 key; delete it or set RECEIVER_MASTER_KEY"
+        ) from None
 
 
 def seal(key: bytes, plaintext: str, *, context: str) -> bytes:

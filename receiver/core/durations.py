@@ -1,9 +1,10 @@
-"""One duration syntax everywhere: `30s`, `15m`, `24h`, `7d`, `1h30m`, `500ms`."""
+"""One duration syntax everywhere: `30s`, `15m`, `24h`, `7d`, `1h30m`, `500ms`;
+and one way to say "since": an ISO-8601 time or such a duration ago."""
 
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from receiver.core.errors import ConfigError
 
@@ -47,3 +48,13 @@ def format(value: timedelta) -> str:
     if ms:
         parts.append(f"{ms}ms")
     return sign + "".join(parts)
+
+
+def since(text: str, *, setting: str, now: datetime | None = None) -> datetime:
+    """The moment `text` names: an ISO-8601 time (UTC when it has no offset) or a
+    duration (`24h`) before `now`. ConfigError naming `setting` when it is neither."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return (now or datetime.now(UTC)) - parse(text, setting=setting)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -17,14 +17,13 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from receiver.core import crypto, tables
+from receiver.core import config, crypto, tables
 from receiver.core.errors import AlreadyExists, ConfigError, NotFound, SecretDecryptError
 
 log = logging.getLogger("receiver.inbound.endpoints")
 
 DEFAULT = "default"
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-MIN_SECRET_LENGTH = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +51,8 @@ def check_name(name: str) -> str:
 
 
 def check_secret(secret: str) -> str:
-    if len(secret.strip()) < MIN_SECRET_LENGTH:
-        raise ConfigError(f"--secret: use at least {MIN_SECRET_LENGTH} characters")
+    if len(secret.strip()) < config.MIN_WEBHOOK_SECRET_LENGTH:
+        raise ConfigError(f"--secret: use at least {config.MIN_WEBHOOK_SECRET_LENGTH} characters")
     return secret.strip()
 
 

@@ -8,7 +8,6 @@ did not exist.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hmac
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import Response
 
-from receiver.core import db, durations, metrics, tables
+from receiver.core import base64url, db, durations, metrics, tables
 from receiver.core.errors import ConfigError, DatabaseUnavailable
 from receiver.inbound.state import AppState, json_response
 
@@ -85,7 +84,7 @@ async def register(request: Request) -> Response:
             ).one()
             stored = await _job(conn, job["id"])
     except DatabaseUnavailable:
-        return json_response({"error": "unavailable"}, 503, headers={"Retry-After": "5"})
+        return _unavailable(state)
     metrics.REGISTRATIONS.labels("created" if row.created else "merged").inc()
     assert stored is not None
     return json_response(stored, 201 if row.created else 200)
@@ -105,7 +104,7 @@ async def get_job(request: Request) -> Response:
                 return json_response({"error": "not_found"}, 404)
             job["history"] = await _history(conn, job_id)
     except DatabaseUnavailable:
-        return json_response({"error": "unavailable"}, 503, headers={"Retry-After": "5"})
+        return _unavailable(state)
     return json_response(job, 200)
 
 
@@ -134,7 +133,7 @@ async def list_jobs(request: Request) -> Response:
         async with db.begin(state.engine) as conn:
             rows = [dict(row._mapping) for row in await conn.execute(query)]
     except DatabaseUnavailable:
-        return json_response({"error": "unavailable"}, 503, headers={"Retry-After": "5"})
+        return _unavailable(state)
     page, more = rows[:limit], len(rows) > limit
     next_cursor = _encode_cursor(page[-1]["first_seen_at"], page[-1]["id"]) if more and page else None
     return json_response({"jobs": [_jsonable(r) for r in page], "next_cursor": next_cursor}, 200)
@@ -241,25 +240,27 @@ def _limit(text: str | None) -> int:
     return int(text)
 
 
+def _unavailable(state: AppState) -> Response:
+    return json_response(
+        {"error": "unavailable"}, 503, headers={"Retry-After": str(state.settings.retry_after_seconds)}
+    )
+
+
 def _since(text: str) -> datetime:
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        try:
-            return datetime.now(UTC) - durations.parse(text, setting="since")
-        except (ConfigError, OverflowError):
-            raise BadRequest("`since` must be an ISO-8601 time or a duration such as 24h") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return durations.since(text, setting="since")
+    except (ConfigError, OverflowError):
+        raise BadRequest("`since` must be an ISO-8601 time or a duration such as 24h") from None
 
 
 def _encode_cursor(seen_at: datetime, job_id: str) -> str:
     raw = orjson.dumps([seen_at.isoformat(), job_id])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return base64url.encode(raw)
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        raw = base64url.decode(cursor)
         seen_at, job_id = orjson.loads(raw)
         moment = datetime.fromisoformat(seen_at)
     except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):

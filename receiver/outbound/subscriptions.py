@@ -31,6 +31,9 @@ Kind = Literal["http", "nats", "amqp"]
 SECRET_PREFIX = "whsec_"
 PUBLIC_KEY_PREFIX = "whpk_"
 _EVENT_TYPE = re.compile(r"job\.[a-z0-9_]+")
+# The HMAC key inside a subscriber's whsec_ secret, in bytes. Not the inbound secret's
+# character floor (config.MIN_WEBHOOK_SECRET_LENGTH): here we sign, so the key must be strong.
+MIN_SECRET_KEY_BYTES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +84,10 @@ def secret_key(secret: str) -> bytes:
         key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
     except (binascii.Error, ValueError):
         key = b""
-    if len(key) < 16:
-        raise ConfigError("--secret: the part after whsec_ must be base64 of at least 16 random bytes")
+    if len(key) < MIN_SECRET_KEY_BYTES:
+        raise ConfigError(
+            f"--secret: the part after whsec_ must be base64 of at least {MIN_SECRET_KEY_BYTES} random bytes"
+        )
     return key
 
 
