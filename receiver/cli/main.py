@@ -24,12 +24,11 @@ import sqlalchemy as sa
 import uvicorn
 
 from receiver import __version__
-from receiver.cli import jobs, outbox
+from receiver.cli import jobs, outbox, simulate
 from receiver.core import config, crypto, db, durations, embedded_postgres, logs, migrate
 from receiver.core.config import Settings
 from receiver.core.errors import ConfigError, DatabaseUnavailable, ReceiverError, SecretDecryptError
 from receiver.inbound import endpoints
-from receiver.simulator import cli as simulator_cli
 
 log = logging.getLogger("receiver.cli.main")
 
@@ -85,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
     outbox.register(commands)
     jobs.register(commands)
-    simulator_cli.register(commands)
+    simulate.register(commands)
 
     eps = commands.add_parser("endpoints", help="manage webhook endpoints and their secrets")
     eps_commands = eps.add_subparsers(metavar="ACTION", required=True)

@@ -2,21 +2,22 @@
 `avatar(id)` status query, with its errors turned into exceptions that say what
 to do. The query texts live here and nowhere else.
 
-Retries: 5xx answers and connection failures are retried with exponential
-back-off (the documentation's advice); a 429 waits until `X-RateLimit-Reset`
-when that is soon enough, else raises RateLimited with the time to come back.
+Retries (with `stamina`): 5xx answers and connection failures are retried with
+exponential back-off (the documentation's advice); a 429 waits until
+`X-RateLimit-Reset` (or `Retry-After`) when that is soon enough, else raises
+RateLimited with the time to come back. Every retry is also counted and logged
+by stamina's instrumentation (`stamina_retries_total`, logger `stamina`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import aiohttp
+import stamina
 
 from receiver import __version__
 from receiver.core.errors import ReceiverError
@@ -62,6 +63,24 @@ class Unavailable(ProviderError):
     """5xx or no answer, after every retry."""
 
 
+class TryAgain(Exception):
+    """One attempt failed in a way the next may not (a 5xx, no answer, a 429 whose window
+    resets soon): the retry loop's signal to stamina, never raised to a caller. `error` is
+    what the caller gets when no attempt is left; `delay`, when set, replaces the back-off."""
+
+    def __init__(self, error: ProviderError, *, delay: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.delay = delay
+
+
+def _retry_on(exc: Exception) -> bool | float:
+    """stamina's hook: retry on TryAgain only, after its own delay when it has one."""
+    if not isinstance(exc, TryAgain):
+        return False
+    return True if exc.delay is None else exc.delay
+
+
 @dataclass(frozen=True, slots=True)
 class Generated:
     id: str
@@ -93,14 +112,12 @@ class DoitongClient:
         retries: int = 4,
         backoff: float = 1.0,
         max_rate_wait: float = 60.0,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._key = api_key
         self._retries = retries
         self._backoff = backoff
         self._max_rate_wait = max_rate_wait
-        self._sleep = sleep
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=timeout),
             headers={"user-agent": f"doitong-receiver/{__version__}"},
@@ -171,69 +188,83 @@ class DoitongClient:
         )
 
     async def _graphql(self, query: str, variables: dict[str, Any], *, not_found_ok: bool = False) -> dict[str, Any]:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                async with self._session.post(
-                    self.base_url + "/graphql",
-                    json={"query": query, "variables": variables},
-                    headers={"authorization": f"Bearer {self._key}"},
-                ) as response:
-                    status = response.status
-                    headers = response.headers
-                    try:
-                        body = await response.json(content_type=None)
-                    except (ValueError, aiohttp.ContentTypeError):
-                        body = None
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                if attempt > self._retries:
-                    raise Unavailable(f"Doitong did not answer ({exc or type(exc).__name__})") from None
-                await self._sleep(self._backoff * 2 ** (attempt - 1))
-                continue
-            error = _first_error(body)
-            message = (error or {}).get("message") or f"HTTP {status}"
-            code = ((error or {}).get("extensions") or {}).get("code")
-            if status >= 500:
-                if attempt > self._retries:
-                    raise Unavailable(
-                        f"Doitong failed with {status} ({message}) after {attempt} attempts", status=status, code=code
-                    )
-                await self._sleep(self._backoff * 2 ** (attempt - 1))
-                continue
-            if status == 429:
-                reset_at = _reset_at(headers)
-                wait = (reset_at - time.time()) if reset_at is not None else None
-                if wait is not None and 0 <= wait <= self._max_rate_wait and attempt <= self._retries:
-                    await self._sleep(wait + 0.05)
-                    continue
-                raise RateLimited(
-                    f"rate limited by Doitong ({message}); the window resets at {reset_at}",
-                    reset_at=reset_at,
-                    code=code,
+        # `retries` retries after the first attempt, waiting backoff, 2 x backoff, 4 x ...
+        # without jitter or a cap (a caller may wait that long), and no overall time limit
+        # beyond each request's timeout.
+        try:
+            async for attempt in stamina.retry_context(
+                on=_retry_on,
+                attempts=self._retries + 1,
+                timeout=None,
+                wait_initial=self._backoff,
+                wait_max=self._backoff * 2**self._retries,
+                wait_jitter=0.0,
+                wait_exp_base=2,
+            ):
+                with attempt:
+                    return await self._attempt(query, variables, not_found_ok=not_found_ok, attempt=attempt.num)
+        except TryAgain as exc:
+            raise exc.error from None
+        raise AssertionError("unreachable: stamina makes at least one attempt")
+
+    async def _attempt(
+        self, query: str, variables: dict[str, Any], *, not_found_ok: bool, attempt: int
+    ) -> dict[str, Any]:
+        """One request; TryAgain when another attempt may succeed, and `attempt` is not the last."""
+        try:
+            async with self._session.post(
+                self.base_url + "/graphql",
+                json={"query": query, "variables": variables},
+                headers={"authorization": f"Bearer {self._key}"},
+            ) as response:
+                status = response.status
+                headers = response.headers
+                try:
+                    body = await response.json(content_type=None)
+                except (ValueError, aiohttp.ContentTypeError):
+                    body = None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise TryAgain(Unavailable(f"Doitong did not answer ({exc or type(exc).__name__})")) from None
+        error = _first_error(body)
+        message = (error or {}).get("message") or f"HTTP {status}"
+        code = ((error or {}).get("extensions") or {}).get("code")
+        if status >= 500:
+            raise TryAgain(
+                Unavailable(
+                    f"Doitong failed with {status} ({message}) after {attempt} attempts", status=status, code=code
                 )
-            if status == 401:
-                raise Unauthorized(f"Doitong refused the API key (DOITONG_API_KEY): {message}", status=401, code=code)
-            if status == 402:
-                extensions = (error or {}).get("extensions") or {}
-                required, available = extensions.get("creditsRequired"), extensions.get("creditsAvailable")
-                raise InsufficientCredits(
-                    f"not enough Doitong credits: {required} required, {available} available",
-                    required=required if isinstance(required, int) else None,
-                    available=available if isinstance(available, int) else None,
-                )
-            if status == 404 and not_found_ok:
+            )
+        if status == 429:
+            reset_at = _reset_at(headers)
+            limited = RateLimited(
+                f"rate limited by Doitong ({message}); the window resets at {reset_at}", reset_at=reset_at, code=code
+            )
+            wait = (reset_at - time.time()) if reset_at is not None else None
+            if wait is not None and 0 <= wait <= self._max_rate_wait and attempt <= self._retries:
+                raise TryAgain(limited, delay=wait + 0.05)
+            raise limited
+        if status == 401:
+            raise Unauthorized(f"Doitong refused the API key (DOITONG_API_KEY): {message}", status=401, code=code)
+        if status == 402:
+            extensions = (error or {}).get("extensions") or {}
+            required, available = extensions.get("creditsRequired"), extensions.get("creditsAvailable")
+            raise InsufficientCredits(
+                f"not enough Doitong credits: {required} required, {available} available",
+                required=required if isinstance(required, int) else None,
+                available=available if isinstance(available, int) else None,
+            )
+        if status == 404 and not_found_ok:
+            return {}
+        if status >= 400:
+            raise ProviderError(f"Doitong rejected the request ({status}): {message}", status=status, code=code)
+        if error is not None:
+            if code == "NOT_FOUND" and not_found_ok:
                 return {}
-            if status >= 400:
-                raise ProviderError(f"Doitong rejected the request ({status}): {message}", status=status, code=code)
-            if error is not None:
-                if code == "NOT_FOUND" and not_found_ok:
-                    return {}
-                raise ProviderError(f"Doitong answered an error: {message}", status=status, code=code)
-            data = (body or {}).get("data") if isinstance(body, dict) else None
-            if not isinstance(data, dict):
-                raise ProviderError(f"Doitong answered {status} without data")
-            return data
+            raise ProviderError(f"Doitong answered an error: {message}", status=status, code=code)
+        data = (body or {}).get("data") if isinstance(body, dict) else None
+        if not isinstance(data, dict):
+            raise ProviderError(f"Doitong answered {status} without data")
+        return data
 
 
 def _first_error(body: object) -> dict[str, Any] | None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
+import stamina
 
 from receiver.core.config import Settings
 from receiver.core.errors import ConfigError
@@ -83,17 +85,23 @@ async def test_server_errors_are_retried_with_back_off_then_reported(receiver_up
     config = SimulatorConfig(accounts=(Account("sk_test"),), webhook_secret=SECRET, fail_rate=1.0)
     waits: list[float] = []
 
-    async def no_sleep(seconds: float) -> None:
-        waits.append(seconds)
+    def record(details: stamina.instrumentation.RetryDetails) -> None:  # stamina calls it before each wait
+        if isinstance(details.caused_by, doitong.TryAgain):
+            waits.append(details.wait_for)
 
     async with simulating(config) as (_simulator, api_url):
-        api = doitong.DoitongClient(api_url, "sk_test", retries=3, backoff=0.5, sleep=no_sleep)
+        api = doitong.DoitongClient(api_url, "sk_test", retries=3, backoff=0.05)
+        stamina.instrumentation.set_on_retry_hooks([record])
+        started = time.monotonic()
         try:
             with pytest.raises(doitong.Unavailable, match="4 attempts"):
                 await submit.submit(_settings(receiver_up, api_url), text=TEXT, avatar="a", doitong=api)
         finally:
+            stamina.instrumentation.set_on_retry_hooks(None)
             await api.close()
-    assert waits == [0.5, 1.0, 2.0]
+        elapsed = time.monotonic() - started
+    assert waits == pytest.approx([0.05, 0.1, 0.2])  # doubling from `backoff`, no jitter
+    assert elapsed >= 0.35  # and waited for
 
 
 async def test_missing_settings_are_config_errors(receiver_up: Receiver) -> None:
