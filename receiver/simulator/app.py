@@ -6,35 +6,42 @@ window (429 RATE_LIMITED), maybe fail on purpose (500, `--fail-rate`), then the
 operation. Every answer after authentication carries X-RateLimit-Limit,
 -Remaining and -Reset; 429s also carry Retry-After.
 
-Unknown ids: the GraphQL `avatar(id)` query answers HTTP 200 with
-`{"data": {"avatar": null}, "errors": [{..., "path": ["avatar"], "extensions":
-{"code": "NOT_FOUND"}}]}` (the GraphQL convention: the request itself was
-fine); `GET /v1/avatar/{id}` answers HTTP 404 with the same error. A job made
-with another API key is not found either.
+GraphQL requests are parsed, validated and run by `schema` (graphql-core);
+how their outcome maps onto HTTP is described there. Unknown ids: the GraphQL
+`avatar(id)` query answers HTTP 200 with `data.avatar: null` and a `NOT_FOUND`
+error whose `path` names the field (the GraphQL convention: the request itself
+was fine); `GET /v1/avatar/{id}` answers HTTP 404 with the same error. A job
+made with another API key is not found either.
+
+A client that hangs up before its body arrived is answered with a quiet 400
+(nobody reads it) instead of a traceback in the log.
 
 `GET /_simulator/stats` (no key needed) returns the counters; `GET /healthz`
-says it is up.
+says it is up. Both are the simulator's own, as are `avatar(id)` and
+`GET /v1/avatar/{id}`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from receiver.simulator import inputs
-from receiver.simulator.config import Account
+from receiver.simulator import inputs, schema
+from receiver.simulator.config import Account, SimulatorConfig
 from receiver.simulator.errors import INTERNAL, UNAUTHENTICATED, ApiError, Code, bad_request
+from receiver.simulator.faults import Dice
+from receiver.simulator.inputs import GenerateInput
+from receiver.simulator.jobs import Job
+from receiver.simulator.ratelimit import RateLimiter
+from receiver.simulator.state import State
 from receiver.simulator.stats import RequestStats
-
-if TYPE_CHECKING:
-    from receiver.simulator.server import Simulator
 
 STATUS: dict[Code, int] = {
     "BAD_REQUEST": 400,
@@ -52,7 +59,26 @@ Answer = tuple[Any, int]
 Operation = Callable[[Account, Request], Awaitable[Answer]]
 
 
-def create(simulator: Simulator) -> Starlette:
+class Backend(Protocol):
+    """What the app needs of the simulator (`server.Simulator` is one); the app never imports it."""
+
+    @property
+    def config(self) -> SimulatorConfig: ...
+    @property
+    def state(self) -> State: ...
+    @property
+    def limiter(self) -> RateLimiter: ...
+    @property
+    def dice(self) -> Dice: ...
+    @property
+    def request_stats(self) -> RequestStats: ...
+
+    def create(self, account: Account, request: GenerateInput) -> Job: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+def create(simulator: Backend) -> Starlette:
     """The ASGI app serving `simulator`."""
     stats = simulator.request_stats
 
@@ -72,6 +98,9 @@ def create(simulator: Simulator) -> Starlette:
             return _error(ApiError("INTERNAL_ERROR", INTERNAL), headers)
         try:
             content, status = await operation(account, request)
+        except ClientDisconnect:
+            stats.disconnected += 1
+            return Response(status_code=400)
         except ApiError as exc:
             _count(stats, exc.code)
             return _error(exc, headers)
@@ -79,18 +108,14 @@ def create(simulator: Simulator) -> Starlette:
         return _json(content, status, headers)
 
     async def graphql_operation(account: Account, request: Request) -> Answer:
-        operation = inputs.graphql(await _body(request))
-        if isinstance(operation, inputs.Generate):
-            job = simulator.create(account, operation.input)
-            if operation.field == "generateAvatar":
-                return {"data": {"generateAvatar": job.generated_alias()}}, 200
-            return {"data": {"generate": job.generated()}}, 200
-        try:
-            job = simulator.state.find(account, operation.job_id)
-        except ApiError as exc:
-            stats.not_found += 1
-            return {"data": {"avatar": None}, **exc.document(path=["avatar"])}, 200
-        return {"data": {"avatar": job.avatar()}}, 200
+        context = schema.Context(
+            create=lambda wanted: simulator.create(account, wanted),
+            find=lambda job_id: simulator.state.find(account, job_id),
+        )
+        answer = schema.execute(schema.request(await _body(request)), context)
+        for code in answer.codes:
+            _count(stats, code)
+        return answer.document, 200
 
     async def rest_create(account: Account, request: Request) -> Answer:
         job = simulator.create(account, inputs.rest(await _body(request)))

@@ -42,6 +42,22 @@ class ApiError(ReceiverError):
         return {"errors": [error]}
 
 
+class RequestErrors(ApiError):
+    """A request refused with several errors at once, each already in the documented form.
+
+    GraphQL reports every syntax or validation error it finds, with where in
+    the document it is (`locations`); each entry keeps the documented
+    `extensions.code`.
+    """
+
+    def __init__(self, code: Code, errors: list[dict[str, Any]]) -> None:
+        super().__init__(code, "; ".join(str(e.get("message")) for e in errors))
+        self.errors = errors
+
+    def document(self, path: list[str] | None = None) -> dict[str, Any]:
+        return {"errors": self.errors}
+
+
 def bad_request(message: str) -> ApiError:
     return ApiError("BAD_REQUEST", message)
 

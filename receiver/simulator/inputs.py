@@ -1,17 +1,17 @@
-"""Reading a request body into an operation, with the documented validation.
+"""Checking what a request asks for against the documented rules.
 
-There is no GraphQL parser here: the operation is told by its text. A query
-containing `generateAvatar(` is the JavaScript example's alias, `generate(`
-the documented mutation, `avatar(` the status query; anything else is
-BAD_REQUEST. Arguments come from `variables` (`$input`, `$id`); an inline
-`avatar(id: "…")` is read too.
+GraphQL's parser and validator (`schema`) already made sure that an input
+has the fields and types the schema declares; what is checked here is what
+the schema cannot say: the documented values (`type` AVATAR, provider/service
+hedra, version hedra-1.0), non-empty text at most 2 minutes of speech, and an
+absolute http(s) `webhookUrl`. The REST body (`POST /v1/avatar`) comes
+straight from JSON, so its shape is checked here too.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 from receiver.simulator import pricing
@@ -20,7 +20,6 @@ from receiver.simulator.errors import ApiError, bad_request
 SERVICE = "hedra"
 TYPE = "AVATAR"
 VERSIONS = ("hedra-1.0",)
-_INLINE_ID = re.compile(r"""avatar\(\s*id\s*:\s*"([^"]*)"\s*\)""")
 
 
 @dataclass(frozen=True)
@@ -35,55 +34,14 @@ class GenerateInput:
     version: str | None = None
 
 
-@dataclass(frozen=True)
-class Generate:
-    """`generate` (documented) or `generateAvatar` (the JavaScript example's alias)."""
-
-    input: GenerateInput
-    field: Literal["generate", "generateAvatar"] = "generate"
-
-
-@dataclass(frozen=True)
-class Lookup:
-    """`avatar(id)`: a job's current state."""
-
-    job_id: str
-
-
-Operation = Generate | Lookup
-
-
-def graphql(document: Any) -> Operation:
-    """The operation a `POST /graphql` body asks for; ApiError(BAD_REQUEST) otherwise."""
-    if not isinstance(document, dict):
-        raise bad_request("Request body must be a JSON object with a `query` string")
-    query = document.get("query")
-    if not isinstance(query, str) or not query.strip():
-        raise bad_request("`query` is required (a GraphQL document string)")
-    variables = document.get("variables") or {}
-    if not isinstance(variables, dict):
-        raise bad_request("`variables` must be a JSON object")
-    if "generateAvatar(" in query:
-        return Generate(_alias_input(variables.get("input")), field="generateAvatar")
-    if "generate(" in query:
-        return Generate(_generate_input(variables.get("input")))
-    if "avatar(" in query:
-        inline = _INLINE_ID.search(query)
-        job_id = inline.group(1) if inline else variables.get("id")
-        if not isinstance(job_id, str) or not job_id:
-            raise bad_request("avatar: `id` is required (pass it as the $id variable)")
-        return Lookup(job_id)
-    raise bad_request("Unsupported operation: use the `generate` mutation or the `avatar(id)` query")
-
-
 def rest(document: Any) -> GenerateInput:
     """The body of `POST /v1/avatar`: `{service, text, avatarId, voice, webhookUrl}`."""
     if not isinstance(document, dict):
         raise bad_request("Request body must be a JSON object")
-    return _alias_input(document, where="")
+    return avatar_generation_input(document, where="")
 
 
-def _generate_input(value: Any) -> GenerateInput:
+def generate_input(value: Any) -> GenerateInput:
     """The documented `GenerateInput`: `{type, provider, input: {text, avatarId}, options: {voice, …}}`."""
     if not isinstance(value, dict):
         raise bad_request("`$input` is required (a GenerateInput object)")
@@ -110,8 +68,8 @@ def _generate_input(value: Any) -> GenerateInput:
     )
 
 
-def _alias_input(value: Any, where: str = "input.") -> GenerateInput:
-    """The flat shape of the JavaScript and REST examples."""
+def avatar_generation_input(value: Any, where: str = "input.") -> GenerateInput:
+    """The flat shape of the JavaScript example's `AvatarGenerationInput` and of the REST body."""
     if not isinstance(value, dict):
         raise bad_request("`$input` is required (an object with service, text, avatarId)")
     _service(value.get("service"), f"{where}service")

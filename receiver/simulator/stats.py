@@ -24,6 +24,7 @@ class RequestStats:
     bad_requests: int = 0  # 400
     not_found: int = 0  # NOT_FOUND (GraphQL 200 with errors, REST 404)
     injected_errors: int = 0  # 500 from --fail-rate
+    disconnected: int = 0  # the client hung up before its body arrived (answered a quiet 400)
     ok: int = 0  # answered 200 (a GraphQL NOT_FOUND, which is 200 with errors, included)
 
 

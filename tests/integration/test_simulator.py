@@ -35,11 +35,12 @@ GENERATE = (
     "mutation Generate($input: GenerateInput!) "
     "{ generate(input: $input) { id status type provider url metadata creditCost createdAt } }"
 )
-AVATAR = "query Avatar($id: ID!) { avatar(id: $id) { id status url duration createdAt } }"
+# Every field of the documented `data.avatar` shape (a selection set is answered as selected).
+AVATAR = "query Avatar($id: ID!) { avatar(id: $id) { id status url webhookUrl duration createdAt } }"
 TEXT = "Hello, welcome to our platform!"
 ISO_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 WEBHOOK_KEYS = ["id", "status", "url", "service", "createdAt", "completedAt", "metadata"]
-RUN_MAIN = "import sys; from receiver.simulator.cli import main; sys.exit(main(sys.argv[1:]))"
+RUN_MAIN = [sys.executable, "-m", "receiver", "simulate"]
 
 
 class FakeClock:
@@ -193,7 +194,10 @@ async def test_generate_over_rest_and_poll_its_status() -> None:
 
 async def test_the_javascript_examples_generate_avatar_alias_is_accepted() -> None:
     async with simulated() as sim:
-        query = "mutation GenerateAvatar($input: AvatarGenerationInput!) { generateAvatar(input: $input) { id } }"
+        query = (
+            "mutation GenerateAvatar($input: AvatarGenerationInput!) "
+            "{ generateAvatar(input: $input) { id status videoUrl } }"
+        )
         variables = {"input": {"service": "hedra", "text": TEXT, "avatarId": "professional-1", "voice": "x"}}
         answer = await sim.graphql(query, variables)
         assert answer.status_code == 200
@@ -521,7 +525,7 @@ def _free_port() -> int:
 
 def test_the_simulate_command_serves_until_sigterm_and_exits_0() -> None:
     port = _free_port()
-    command = [sys.executable, "-c", RUN_MAIN, "--port", str(port), "--api-key", "sk_cli:starter:500"]
+    command = [*RUN_MAIN, "--port", str(port), "--api-key", "sk_cli:starter:500"]
     command += ["--webhook-secret", SECRET, "--latency", "100ms", "--duplicate-rate", "0.5", "--seed", "1"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -559,9 +563,7 @@ def test_the_simulate_command_serves_until_sigterm_and_exits_0() -> None:
 )
 def test_the_simulate_command_refuses_bad_flags_in_one_line(flags: list[str], named: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DOITONG_", "RECEIVER_"))}
-    result = subprocess.run(
-        [sys.executable, "-c", RUN_MAIN, *flags], capture_output=True, text=True, timeout=60, env=env
-    )
+    result = subprocess.run([*RUN_MAIN, *flags], capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from receiver.cli import simulate as cli
 from receiver.core.config import Settings
 from receiver.core.errors import ConfigError
-from receiver.simulator import Account, SimulatorConfig, cli, pricing
+from receiver.simulator import Account, SimulatorConfig, pricing
 from receiver.simulator.errors import ApiError
 from receiver.simulator.faults import Dice
 from receiver.simulator.inputs import GenerateInput

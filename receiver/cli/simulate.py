@@ -1,8 +1,7 @@
 """`receiver simulate`: run the simulated Doitong API until SIGTERM or Ctrl-C.
 
-`register(commands)` adds the subcommand to the `receiver` parser; `main(argv)`
-runs it on its own (argv being the flags after `simulate`), for use before the
-command is registered and from tests.
+`register(commands)` adds the subcommand to the `receiver` parser. The
+simulator itself (`receiver.simulator`) knows nothing of the command line.
 """
 
 from __future__ import annotations
@@ -10,8 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-import sys
-from collections.abc import Sequence
 from typing import Any
 
 from receiver.core import durations
@@ -30,9 +27,38 @@ _RATES = (
 )
 
 
+DESCRIPTION = """\
+A local stand-in for Doitong's API that sends real signed webhooks.
+
+As Doitong documents it:
+  POST /graphql      mutation generate(input: GenerateInput!) { id status type provider url
+                     metadata creditCost createdAt }, and the JavaScript example's
+                     generateAvatar(input: AvatarGenerationInput!) { id status videoUrl }
+                     (graphql-core: selections, aliases, variables, fragments, introspection)
+  POST /v1/avatar    the REST endpoint (service, text, avatarId, voice, version, webhookUrl)
+  keys               Authorization: Bearer KEY or X-API-Key: KEY; 401 otherwise
+  pricing            50-100 credits up to 30 s of speech, 200-500 up to 2 min; 402 when short
+  rate limits        the plan table (free, starter, pro, enterprise), X-RateLimit-Limit,
+                     -Remaining, -Reset and 429
+  errors             {"errors":[{"message","extensions":{"code",...}}]}
+  webhooks           the documented body, signed X-Doitong-Signature: sha256=<HMAC-SHA256 hex>
+
+The simulator's own conveniences (not in Doitong's documentation):
+  query avatar(id: ID!) and GET /v1/avatar/{id}   a job's state, for polling and reconciliation
+  X-Doitong-Delivery                               a delivery id, the same on every retry
+  a `processing` webhook before the final one, and `failed` jobs (--failure-rate)
+  GET /_simulator/stats and GET /healthz; retries (--retry-base, --attempts); the fault knobs below
+"""
+
+
 def register(commands: Any) -> None:
     """Add `simulate` to the `receiver` parser."""
-    sim = commands.add_parser("simulate", help="a local stand-in for Doitong's API that sends real signed webhooks")
+    sim = commands.add_parser(
+        "simulate",
+        help="a local stand-in for Doitong's API that sends real signed webhooks",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sim.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     sim.add_argument("--port", type=int, default=8090, help="port to bind (default 8090; 0 picks a free one)")
     sim.add_argument(
@@ -136,11 +162,3 @@ def _seconds(text: str, flag: str) -> float:
     if value < 0:
         raise ConfigError(f"{flag}: {text} is negative")
     return value
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run `receiver simulate` with `argv` as its flags; the exit code (the same command line,
-    errors and exit codes as `receiver simulate`)."""
-    from receiver.cli import main as cli  # imported here: receiver.cli.main imports this module
-
-    return cli.main(["simulate", *(sys.argv[1:] if argv is None else argv)])
