@@ -11,6 +11,7 @@ import asyncio
 import signal
 from typing import Any
 
+from receiver.core import config as core_config
 from receiver.core import durations
 from receiver.core.config import Settings
 from receiver.core.errors import ConfigError
@@ -84,8 +85,7 @@ def config_from_args(settings: Settings, args: argparse.Namespace) -> SimulatorC
     secret = args.webhook_secret or (settings.webhook_secrets[0] if settings.webhook_secrets else None)
     if not secret:
         raise ConfigError("--webhook-secret: required (or set DOITONG_WEBHOOK_SECRET)")
-    if not 0 <= args.port <= 65535:
-        raise ConfigError(f"--port: {args.port} is not a port number")
+    core_config.check_port(args.port, setting="--port")
     return SimulatorConfig(
         accounts=tuple(Account.parse(text) for text in args.api_key),
         webhook_secret=secret,

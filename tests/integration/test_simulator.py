@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import os
 import re
@@ -19,14 +20,16 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
 import pytest
+import stamina
 
 from receiver.core.errors import SignatureError
 from receiver.inbound import signatures
-from receiver.simulator import Account, Simulator, SimulatorConfig, pricing, running
+from receiver.simulator import Account, Simulator, SimulatorConfig, pricing, running, webhooks
 from tests.subscriber import Received, Subscriber
 
 SECRET = "sim-webhook-secret"
@@ -345,6 +348,30 @@ async def test_a_body_that_is_not_json_is_400() -> None:
         assert answer.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
 
 
+@pytest.mark.parametrize("path", ["/graphql", "/v1/avatar"])
+async def test_a_client_that_hangs_up_mid_body_leaves_no_traceback(path: str, caplog: pytest.LogCaptureFixture) -> None:
+    head = f"POST {path} HTTP/1.1\r\nHost: sim\r\nX-API-Key: {KEY}\r\n"
+    head += "Content-Type: application/json\r\nContent-Length: 500\r\n\r\n"
+    part = b'{"query": "mutat'
+    assert len(part) == 16
+    async with simulated() as sim:
+        parts = urlsplit(sim.url)
+        assert parts.hostname is not None and parts.port is not None
+        with caplog.at_level(logging.DEBUG):
+            with socket.create_connection((parts.hostname, parts.port), timeout=5) as raw:
+                raw.sendall(head.encode() + part)
+            deadline = time.monotonic() + 5
+            while sim.simulator.request_stats.total == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)  # the handler has seen the hang-up and finished
+            assert (await sim.client.get("/healthz")).status_code == 200
+        stats = (await sim.stats())["requests"]
+    assert [r for r in caplog.records if r.exc_info] == []
+    assert "Traceback" not in caplog.text
+    assert "ClientDisconnect" not in caplog.text
+    assert (stats["total"], stats["disconnected"], stats["ok"]) == (1, 1, 0)
+
+
 async def test_fail_rate_answers_500_internal_error_with_rate_headers() -> None:
     async with simulated(fail_rate=1.0) as sim:
         answer = await sim.generate()
@@ -421,6 +448,25 @@ async def test_a_target_that_never_answers_2xx_is_given_up(subscriber: Subscribe
         stats = sim.simulator.stats()["webhooks"]
     assert len(subscriber.received) == 6
     assert (stats["sent"], stats["gave_up"], stats["delivered"], stats["retries"]) == (2, 2, 0, 4)
+
+
+async def test_retries_wait_retry_base_then_twice_as_long_each_time(subscriber: Subscriber) -> None:
+    subscriber.default = 503
+    waits: list[float] = []
+
+    def record(details: stamina.instrumentation.RetryDetails) -> None:  # stamina calls it before each wait
+        if isinstance(details.caused_by, webhooks.Refused):
+            waits.append(details.wait_for)
+
+    stamina.instrumentation.set_on_retry_hooks([record])
+    try:
+        async with simulated(max_attempts=4, retry_base=0.03, latency=5) as sim:
+            await sim.generate(webhook_url=subscriber.url())
+            got = await subscriber.wait_for(4)
+    finally:
+        stamina.instrumentation.set_on_retry_hooks(None)
+    assert waits == pytest.approx([0.03, 0.06, 0.12])  # no jitter
+    assert got[3].at - got[0].at >= 0.2  # and waited for
 
 
 async def test_a_failed_job_sends_a_failed_webhook_and_says_failed(subscriber: Subscriber) -> None:

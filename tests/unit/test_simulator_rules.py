@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from receiver.cli import simulate as cli
 from receiver.core.config import Settings
 from receiver.core.errors import ConfigError
-from receiver.simulator import Account, SimulatorConfig, pricing
+from receiver.simulator import Account, SimulatorConfig, pricing, webhooks
 from receiver.simulator.errors import ApiError
 from receiver.simulator.faults import Dice
 from receiver.simulator.inputs import GenerateInput
@@ -141,3 +143,24 @@ def test_jobs_are_processing_until_their_latency_has_passed() -> None:
     job = State(config, Dice()).create(config.accounts[0], GenerateInput("hi", "a"))
     assert job.status() == "processing"
     assert job.status(time.monotonic() + 31) == "completed"
+
+
+def test_webhooks_are_signed_with_the_documented_hmac_by_the_simulators_own_code() -> None:
+    # GitHub's published X-Hub-Signature-256 example: the scheme Doitong documents is the same.
+    signature = webhooks.sign("It's a Secret to Everybody", b"Hello, World!")
+    assert signature == "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+
+
+def test_the_simulator_imports_nothing_of_the_receiver_but_its_core() -> None:
+    # So a mistake in the receiver (its signature scheme, say) cannot hide behind shared code.
+    package = Path(webhooks.__file__).parent
+    imported: set[str] = set()
+    for source in package.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+    ours = {name for name in imported if name == "receiver" or name.startswith("receiver.")}
+    assert ours, "found no imports at all: the walk is wrong"
+    assert {name for name in ours if not name.startswith(("receiver.core", "receiver.simulator"))} == set()
