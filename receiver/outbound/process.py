@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from receiver.core import crypto, db, metrics
+from receiver.core import background, crypto, db, metrics
 from receiver.core.config import Settings
 from receiver.core.embedded_uvicorn import EmbeddedServer
 from receiver.core.errors import DatabaseUnavailable
@@ -25,6 +25,9 @@ from receiver.outbound import outbox
 from receiver.outbound.publisher import Publisher
 
 log = logging.getLogger("receiver.outbound.process")
+
+# How long the metrics server gets to close its connections at stop.
+METRICS_SHUTDOWN = 5.0
 
 
 def metrics_app(publisher: Publisher) -> Starlette:
@@ -52,8 +55,8 @@ async def publish(settings: Settings, *, concurrency: int, metrics_port: int) ->
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     publisher = Publisher(settings, crypto.master_key(settings), concurrency=concurrency)
+    tasks = background.BackgroundTasks(log, stop)
     server: EmbeddedServer | None = None
-    serving: asyncio.Task[None] | None = None
     if metrics_port:
         server = EmbeddedServer(
             uvicorn.Config(
@@ -65,7 +68,9 @@ async def publish(settings: Settings, *, concurrency: int, metrics_port: int) ->
                 lifespan="off",
             )
         )
-        serving = asyncio.create_task(server.serve())
+        # Without /healthz an orchestrator takes the publisher for dead, and /metrics is how
+        # an operator sees the backlog: a server that fails stops the publisher (exit code 1).
+        tasks.start("metrics-server", server.serve, on_failure="stop")
     log.info(
         "publishing (concurrency %d, brokers: %s, metrics on %s)",
         concurrency,
@@ -75,7 +80,8 @@ async def publish(settings: Settings, *, concurrency: int, metrics_port: int) ->
     try:
         await publisher.run(stop)
     finally:
-        if server is not None and serving is not None:
+        if server is not None:
             server.should_exit = True
-            await serving
+        await tasks.stop(grace=METRICS_SHUTDOWN)
+    tasks.raise_failure()
     log.info("publisher stopped")

@@ -16,6 +16,15 @@ unattempted, so it is never sent after its lease could have run out.
 A subscriber can hold at most RECEIVER_SUBSCRIBER_CONCURRENCY send slots (and
 as many claims waiting), so a slow one cannot starve the others; a failing one
 backs off on the retry schedule and holds none.
+
+Beside the loop run named background tasks (`receiver.core.background`): the
+LISTEN connection, the fan-out of new events (with the table statistics it
+keeps), and the reconciler when Doitong's API is configured. Each is watched; a
+failure is logged with its traceback, and the task is started again or stops
+the publisher, as `_start_background` decides for each.
+
+Every subscription's deliveries go through one `Sink` (`sinks.base`): its own
+`HttpSink` for an HTTP subscriber, the NATS or RabbitMQ sink for a broker.
 """
 
 from __future__ import annotations
@@ -36,13 +45,13 @@ from typing import Any, Literal, TypeVar
 
 import psycopg
 
-from receiver.core import db, metrics, notify
+from receiver.core import background, db, metrics, notify
 from receiver.core.config import Settings
 from receiver.core.errors import DatabaseUnavailable
 from receiver.jobs import doitong, reconcile
 from receiver.outbound import outbox, subscriptions
-from receiver.outbound.sinks.base import Message, Result, Sink
-from receiver.outbound.sinks.http import HttpSender
+from receiver.outbound.sinks.base import Message, Result, Sink, Unconfigured
+from receiver.outbound.sinks.http import HttpPool
 from receiver.outbound.subscriptions import Subscription
 
 log = logging.getLogger("receiver.outbound.publisher")
@@ -68,10 +77,13 @@ class Publisher:
         # The loop, the fan-out, /metrics and the reconciler each hold one at a time.
         self.pool = db.create_pool(self.database_url, size=4, timeout=settings.db_timeout, name="publish")
         self.engine = db.create_engine(self.database_url, pool_size=1, timeout=settings.db_timeout)
-        self.http: HttpSender | None = None
+        self.http: HttpPool | None = None
         self.doitong: doitong.DoitongClient | None = None
         self.brokers: dict[str, Sink] = {}
         self.subscriptions: dict[str, Subscription] = {}
+        # Where each subscription's deliveries go, rebuilt with `subscriptions`: an HTTP
+        # subscription's own sink, or the broker's.
+        self.sinks: dict[str, Sink] = {}
         self._subscriptions_loaded_at = 0.0
         self._inflight: set[asyncio.Task[None]] = set()
         self._sending: Tally[str] = Tally()  # sends in flight, per subscription
@@ -111,12 +123,12 @@ class Publisher:
     # -- life cycle -------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Publish until `stop` is set, then finish the sends in flight and return."""
+        """Publish until `stop` is set, then finish the sends in flight and return. Raises
+        `background.TaskFailed` (after the same drain) when a background task it cannot do
+        without failed."""
         self._stop = stop
         await self._start()
-        listener = asyncio.create_task(self._listen(stop), name="outbox-listen")
-        fanning = asyncio.create_task(self._fan_out_loop(stop), name="outbox-fan-out")
-        reconciling = self._start_reconciler(stop)
+        tasks = self._start_background(stop)
         try:
             while not stop.is_set():
                 self._wake.clear()
@@ -135,40 +147,48 @@ class Publisher:
                     continue
                 await _first(self._wake.wait(), stop.wait(), timeout=self.settings.poll_interval.total_seconds())
         finally:
-            # A fan-out is one statement: cancelled, it is rolled back and done again later.
-            for task in (listener, fanning):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            if reconciling is not None:
-                # Its claims only stamp last_polled_at: cancelling mid-pass loses nothing.
-                reconciling.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reconciling
+            # A fan-out is one statement: cancelled, it is rolled back and done again later. The
+            # reconciler's claims only stamp last_polled_at: cancelling mid-pass loses nothing.
+            await tasks.stop()
             try:
                 await self._drain()
             finally:
                 await self._close()
+        tasks.raise_failure()
 
-    def _start_reconciler(self, stop: asyncio.Event) -> asyncio.Task[None] | None:
-        """Periodic reconciliation, when Doitong's API is configured (DOITONG_API_KEY)."""
-        if not self.settings.doitong_api_key:
-            return None
-        self.doitong = doitong.DoitongClient(self.settings.doitong_api_url, self.settings.doitong_api_key)
-        return asyncio.create_task(
-            reconcile.run_periodically(
-                self.pool,
-                self.doitong,
-                interval=self.settings.reconcile_interval,
-                stale_after=self.settings.stale_after,
-                stop=stop,
-            ),
-            name="reconcile",
-        )
+    def _start_background(self, stop: asyncio.Event) -> background.BackgroundTasks:
+        """The loops beside the claiming loop, each named and watched; what a failure does is
+        decided per task (anything they expect, such as a lost connection, they handle inside)."""
+        tasks = background.BackgroundTasks(log, stop)
+        # LISTEN only hurries things along (the poll interval covers any gap), and a new
+        # connection is all it needs: restart it.
+        tasks.start("outbox-listen", lambda: self._listen(stop), on_failure="restart")
+        # The fan-out (and the statistics it keeps) is the only way events become deliveries,
+        # and it retries every database error itself: what escapes is a bug that would recur on
+        # every pass while /healthz says ok. Stop, so that the exit code (and the restarts of
+        # whatever supervises the process) show it.
+        tasks.start("outbox-fan-out", lambda: self._fan_out_loop(stop), on_failure="stop")
+        if self.settings.doitong_api_key:
+            # Reconciliation only catches webhooks Doitong failed to send; deliveries go on
+            # without it, so it is started again rather than taking the publisher down.
+            self.doitong = doitong.DoitongClient(self.settings.doitong_api_url, self.settings.doitong_api_key)
+            api = self.doitong
+            tasks.start(
+                "reconcile",
+                lambda: reconcile.run_periodically(
+                    self.pool,
+                    api,
+                    interval=self.settings.reconcile_interval,
+                    stale_after=self.settings.stale_after,
+                    stop=stop,
+                ),
+                on_failure="restart",
+            )
+        return tasks
 
     async def _start(self) -> None:
         await self.pool.open(wait=False)
-        self.http = HttpSender(
+        self.http = HttpPool(
             timeout=self.settings.http_timeout.total_seconds(),
             deny_networks=self.settings.deny_networks,
             limit=self.concurrency,
@@ -368,20 +388,13 @@ class Publisher:
         self._record(item, result)
 
     async def _send(self, item: outbox.Claimed) -> Result:
-        subscription = self.subscriptions.get(item.subscription_id)
-        if subscription is None:
-            await self._refresh_subscriptions(force=True)
-            subscription = self.subscriptions.get(item.subscription_id)
-            if subscription is None:
-                return Result(ok=False, error="subscription not found")
-        message = Message(str(item.event_id), item.event_type, item.job_id, item.body)
-        if subscription.kind == "http":
-            assert self.http is not None
-            return await self.http.send(subscription, message)
-        sink = self.brokers.get(subscription.kind)
+        sink = self.sinks.get(item.subscription_id)
         if sink is None:
-            return Result(ok=False, error=f"{subscription.kind} is not configured in this publisher")
-        return await sink.send(message)
+            await self._refresh_subscriptions(force=True)
+            sink = self.sinks.get(item.subscription_id)
+            if sink is None:
+                return Result(ok=False, error="subscription not found")
+        return await sink.send(Message(str(item.event_id), item.event_type, item.job_id, item.body))
 
     def _record(self, item: outbox.Claimed, result: Result) -> None:
         now = datetime.now(UTC)
@@ -463,13 +476,22 @@ class Publisher:
         if not force and time.monotonic() - self._subscriptions_loaded_at < SUBSCRIPTION_REFRESH:
             return
         async with db.begin(self.engine) as conn:
-            self.subscriptions = await subscriptions.load(conn, self.master_key)
+            loaded = await subscriptions.load(conn, self.master_key)
+        self.sinks = {subscription_id: self._sink(s) for subscription_id, s in loaded.items()}
+        self.subscriptions = loaded
         self._subscriptions_loaded_at = time.monotonic()
+
+    def _sink(self, subscription: Subscription) -> Sink:
+        if subscription.kind == "http":
+            assert self.http is not None  # made in _start, before the first load
+            return self.http.sink(subscription)
+        return self.brokers.get(subscription.kind) or Unconfigured(subscription.kind)
 
     # -- wake-ups ---------------------------------------------------------------------------
 
     async def _listen(self, stop: asyncio.Event) -> None:
-        """LISTEN on its own connection; reconnects; the poll interval covers any gap."""
+        """LISTEN on its own connection; reconnects after a connection error (anything else
+        ends the task, which is then started again); the poll interval covers any gap."""
         backoff = 0.5
         while not stop.is_set():
             try:
@@ -530,17 +552,20 @@ class Publisher:
             except DatabaseUnavailable as exc:
                 log.warning("fan-out: database unavailable: %s; retrying", exc)
                 await _first(stop.wait(), timeout=poll)
-            except Exception:
+            except psycopg.Error:
+                # E.g. a statement timeout or a deadlock: the statement was rolled back, try again.
                 log.exception("fan-out failed; retrying")
                 await _first(stop.wait(), timeout=poll)
 
 
 async def _first(*waits: Any, timeout: float) -> bool:
-    """Wait for the first of `waits`; False when the timeout came first."""
+    """Wait for the first of `waits`; False when the timeout came first. The others are
+    cancelled and awaited (procrastinate's `utils.wait_any`), so none outlives the wait."""
     tasks = [asyncio.ensure_future(w) for w in waits]
     try:
         done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
     return bool(done)

@@ -38,3 +38,18 @@ class Sink(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class Unconfigured:
+    """The sink of a subscription to a broker this publisher has no URL for. Such deliveries
+    are not claimed here (the claim names the brokers this publisher has), so this only
+    answers a subscription whose kind changed between a claim and its send."""
+
+    def __init__(self, kind: str) -> None:
+        self._error = f"{kind} is not configured in this publisher"
+
+    async def send(self, message: Message) -> Result:
+        return Result(ok=False, error=self._error)
+
+    async def close(self) -> None:
+        """Holds nothing."""

@@ -107,21 +107,42 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     return min(max((when - now).total_seconds(), 0.0), _MAX_RETRY_AFTER)
 
 
-class HttpSender:
-    """One shared connection pool for every HTTP subscriber."""
+class HttpPool:
+    """One connection pool (and the resolver that refuses denied networks) for every HTTP
+    subscriber; each subscription's sink posts through it."""
 
     def __init__(self, *, timeout: float, deny_networks: Sequence[IPNetwork], limit: int) -> None:
-        self._deny = tuple(deny_networks)
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=limit, resolver=DenyingResolver(self._deny), ttl_dns_cache=10),
+        self.deny = tuple(deny_networks)
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=limit, resolver=DenyingResolver(self.deny), ttl_dns_cache=10),
             timeout=aiohttp.ClientTimeout(total=timeout),
             headers={"user-agent": USER_AGENT},
             skip_auto_headers=("content-type",),
         )
 
-    async def send(self, subscription: Subscription, message: Message) -> Result:
+    def sink(self, subscription: Subscription) -> HttpSink:
+        return HttpSink(subscription, self)
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+class HttpSink:
+    """The `Sink` of one HTTP subscription: signs with its secrets, posts to its URL, and
+    turns the answer into a Result (2xx delivered, 410 gone, 3xx not followed, 429/503 with
+    their Retry-After). Made afresh whenever the publisher reloads the subscription, so the
+    secrets are the current ones."""
+
+    __slots__ = ("_pool", "subscription")
+
+    def __init__(self, subscription: Subscription, pool: HttpPool) -> None:
+        self.subscription = subscription
+        self._pool = pool
+
+    async def send(self, message: Message) -> Result:
+        subscription = self.subscription
         host = urlsplit(subscription.url).hostname or ""
-        if denied(host, self._deny):
+        if denied(host, self._pool.deny):
             return Result(ok=False, error=f"{host} is inside RECEIVER_DENY_NETWORKS")
         now = datetime.now(UTC)
         timestamp = int(time.time())
@@ -132,7 +153,7 @@ class HttpSender:
             "webhook-signature": signature_header(subscription, message, timestamp, now),
         }
         try:
-            async with self._session.post(
+            async with self._pool.session.post(
                 subscription.url, data=message.body, headers=headers, allow_redirects=False
             ) as response:
                 status = response.status
@@ -153,7 +174,7 @@ class HttpSender:
         return Result(ok=False, status=status, error=f"HTTP {status}")
 
     async def close(self) -> None:
-        await self._session.close()
+        """Nothing of its own to let go: the pool is shared, and closed by its owner."""
 
 
 def _describe(exc: BaseException) -> str:
