@@ -46,6 +46,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import _bodies
 import orjson
 import procrastinate
 from _asgi import answer, read_body, signed
@@ -107,14 +108,13 @@ def _pool_size() -> int:
     return int(os.environ.get("BENCH_PROCRASTINATE_POOL", "16"))
 
 
-app = procrastinate.App(
-    connector=PsycopgConnector(
-        conninfo=os.environ.get("DATABASE_URL", ""),
-        min_size=_pool_size(),
-        max_size=_pool_size(),
-        kwargs={"application_name": "bench-procrastinate"},
-    )
+connector = PsycopgConnector(
+    conninfo=os.environ.get("DATABASE_URL", ""),
+    min_size=_pool_size(),
+    max_size=_pool_size(),
+    kwargs={"application_name": "bench-procrastinate"},
 )
+app = procrastinate.App(connector=connector)
 
 # Like the receiver's retry schedule in spirit: a failed POST or publish is tried again later.
 _RETRY = RetryStrategy(max_attempts=10, wait=5)
@@ -233,34 +233,13 @@ def envelope(event_id: str, document: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def sample_document(i: int, nonce: str) -> dict[str, Any]:
-    """A Doitong webhook body for job i (the shape bench/publish.py seeds the receiver with)."""
-    job_id = f"bench-{nonce}-{i:08d}"
-    created = datetime(2025, 6, 1, 12, 0, tzinfo=UTC).timestamp() + i % 86_400
-    fake_sig = hashlib.sha256(job_id.encode()).hexdigest()
-    return {
-        "id": job_id,
-        "status": "completed",
-        "url": (
-            f"https://cdn.doitong-outputs.example/outputs/hedra/{job_id}/hedra-avatar-1280x720-h264.mp4"
-            "?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20250601%2Fus-east-1"
-            f"%2Fs3%2Faws4_request&X-Amz-Date=20250601T120000Z&X-Amz-Expires=604800&X-Amz-SignedHeaders=host"
-            f"&X-Amz-Signature={fake_sig}"
-        ),
-        "service": "hedra",
-        "createdAt": iso(datetime.fromtimestamp(created, UTC)),
-        "completedAt": iso(datetime.fromtimestamp(created + 37.5, UTC)),
-        "metadata": {"duration": 12.48, "width": 1280, "height": 720},
-    }
-
-
 # ------------------------------------------------------------------------------ commands
 
 
 async def cmd_schema() -> None:
     async with app.open_async():
         await app.schema_manager.apply_schema_async()
-        async with app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
+        async with connector.pool.connection() as conn:
             for statement in SCHEMA:
                 await conn.execute(statement)
 
@@ -270,7 +249,7 @@ async def cmd_seed(events: int, task_name: str, nonce: str, batch: int = 1000) -
     async with app.open_async():
         for first in range(0, events, batch):
             kwargs: list[dict[str, Any]] = [
-                {"event": envelope(str(uuid.uuid4()), sample_document(i, nonce))}
+                {"event": envelope(str(uuid.uuid4()), _bodies.publish_document(i, nonce))}
                 for i in range(first, min(events, first + batch))
             ]
             await task.batch_defer_async(*kwargs)
@@ -331,8 +310,7 @@ def create_ingest_app(secret: str, task_name: str) -> Any:
             "metadata": orjson.dumps(meta).decode() if meta else None,
         }
         event_id: str | None = None
-        pool = app.connector.pool  # type: ignore[attr-defined]
-        async with pool.connection() as conn, conn.transaction():
+        async with connector.pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(STORE, params)
             row = await cursor.fetchone()
             if row and row[0]:
