@@ -15,6 +15,8 @@ import base64
 import hashlib
 import hmac
 import secrets
+import shlex
+import shutil
 import socket
 import sys
 import time
@@ -22,6 +24,7 @@ from collections import Counter
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -80,6 +83,10 @@ class Outcome:
     ok: bool
     lines: list[str]
     figures: dict[str, float] = field(default_factory=dict)
+    database_url: str = ""
+    # RECEIVER_HOME of the embedded PostgreSQL the demo started (it stops when the demo's process
+    # exits); None when DATABASE_URL named a server that outlives the demo.
+    embedded_home: Path | None = None
 
 
 async def run(
@@ -93,6 +100,7 @@ async def run(
 ) -> Outcome:
     """Run the demo; `parallel` submissions at once raise the rate for bench/simulate.py."""
     async with AsyncExitStack() as stack:
+        embedded = settings.database_url is None
         settings = await _database(settings, stack)
         secret = "whsec_demo_" + secrets.token_urlsafe(12)
         sim_config = SimulatorConfig(
@@ -142,9 +150,11 @@ async def run(
             await asyncio.sleep(0.5)
         await simulator.wait_idle(5)
         rejected = _rejected() - rejected_before
-        return _summary(
+        outcome = _summary(
             view, submitted, database_url, subscriber.handler, simulator.stats(), rejected, time.monotonic() - started
         )
+        outcome.embedded_home = settings.home.resolve() if embedded else None
+        return outcome
 
 
 def _rejected() -> float:
@@ -359,12 +369,6 @@ def _summary(
         "",
         f"{'PASSED' if ok else 'FAILED'} in {took:.1f}s",
         "",
-        "look further:",
-        f"  psql '{database_url}'",
-        "  SELECT * FROM job_history ORDER BY job_id, event_seq;",
-        "  SELECT job_id, status, provider_seconds, receive_delay_seconds FROM job_latency;",
-        "  SELECT endpoint, idempotency_key, replay_count FROM inbound_webhooks WHERE replay_count > 0;",
-        "  SELECT state, count(*), max(attempts) FROM deliveries GROUP BY state;",
     ]
     figures = {
         "seconds": took,
@@ -379,7 +383,64 @@ def _summary(
         "rejected": rejected,
         "reconciled": float(view.reconciled),
     }
-    return Outcome(ok, lines, figures)
+    return Outcome(ok, lines, figures, database_url=database_url)
+
+
+QUERIES = (
+    "SELECT * FROM job_history ORDER BY job_id, event_seq;",
+    "SELECT job_id, status, provider_seconds, receive_delay_seconds FROM job_latency;",
+    "SELECT endpoint, idempotency_key, replay_count FROM inbound_webhooks WHERE replay_count > 0;",
+    "SELECT state, count(*), max(attempts) FROM deliveries GROUP BY state;",
+)
+
+
+def look_further(outcome: Outcome) -> None:
+    """Print how to explore the demo's database, in lines that work when pasted.
+
+    The embedded PostgreSQL stops when the demo exits. In a terminal the demo holds it up until
+    Enter; anywhere else (a pipe, CI) nobody would press Enter, so the demo ends and prints the
+    command that starts the same server again (`receiver run` on the same RECEIVER_HOME)."""
+    psql = f"{_psql()} {shlex.quote(db.libpq_url(outcome.database_url))}"
+    queries = [f"  {query}" for query in QUERIES]
+    hold = outcome.embedded_home is not None and sys.stdin is not None and sys.stdin.isatty()
+    if outcome.embedded_home is None:
+        lines = ["look further:", f"  {psql}", *queries]
+    elif hold:
+        lines = ["look further, while the demo keeps its database up:", f"  {psql}", *queries]
+    else:
+        home = shlex.quote(str(outcome.embedded_home))
+        lines = [
+            "look further: the demo's database stopped with it; this starts it again (and the receiver):",
+            f"  RECEIVER_HOME={home} {_receiver_command()} run",
+            "then, in another terminal:",
+            f"  {psql}",
+            *queries,
+        ]
+    print("\n".join(lines), flush=True)
+    if hold:
+        try:
+            input("\npress Enter to stop the database and end the demo ")
+        except (EOFError, KeyboardInterrupt):
+            print()
+
+
+def _psql() -> str:
+    """psql from PATH, else the one the embedded PostgreSQL ships with (no client installed)."""
+    found = shutil.which("psql")
+    return "psql" if found is not None else shlex.quote(str(embedded_postgres.bundled_psql()))
+
+
+def _receiver_command() -> str:
+    """How to start `receiver` again from any folder: the bare name when PATH finds this very
+    program, else its absolute path (`make demo` runs .venv/bin/receiver; `python -m receiver`
+    has no script of its own)."""
+    script = Path(sys.argv[0])
+    if script.name != "receiver":
+        return f"{shlex.quote(sys.executable)} -m receiver"
+    found = shutil.which("receiver")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "receiver"
+    return shlex.quote(str(script.absolute()))
 
 
 def _free_port() -> int:

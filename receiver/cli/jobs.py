@@ -103,4 +103,5 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(logging.ERROR)
     outcome = asyncio.run(demo.run(settings, jobs=args.jobs, live=live, timeout=timeout))
     print("\n".join(outcome.lines))
+    demo.look_further(outcome)
     return 0 if outcome.ok else 1

@@ -33,6 +33,7 @@ from receiver.inbound import endpoints
 log = logging.getLogger("receiver.cli.main")
 
 WEBHOOK_SECRET_FILE = "webhook_secret"
+_VERBOSE_HELP = "log at debug level, the embedded PostgreSQL's own lines included (RECEIVER_LOG_LEVEL=debug)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         settings = Settings.from_env()
+        if args.verbose:
+            settings = settings.replace(log_level="DEBUG")
         logs.setup(settings)
         result: int = args.handler(settings, args)
         return result
@@ -59,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="receiver", description="Doitong webhook receiver")
     parser.add_argument("--version", action="version", version=f"doitong-receiver {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE_HELP)
     commands = parser.add_subparsers(metavar="COMMAND")
 
     keygen = commands.add_parser("keygen", help="print a new RECEIVER_MASTER_KEY")
@@ -102,6 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     rem = eps_commands.add_parser("remove", help="remove an endpoint (its history stays)")
     rem.add_argument("name")
     rem.set_defaults(handler=cmd_endpoints_remove)
+    # Also after the command (`receiver run --verbose`); SUPPRESS keeps `receiver --verbose run` set.
+    for sub in commands.choices.values():
+        sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE_HELP)
     return parser
 
 

