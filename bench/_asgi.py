@@ -1,11 +1,13 @@
 """The bare-ASGI pieces both baselines (baseline_app.py, procrastinate_baseline.py) use:
-read the body up to a limit, check the signature, answer JSON. Kept minimal on purpose:
-the baselines are the floor the receiver is measured against."""
+the app around their webhook handler (routes and lifespan), read the body up to a limit,
+check the signature, answer JSON. Kept minimal on purpose: the baselines are the floor the
+receiver is measured against."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -13,6 +15,46 @@ import orjson
 SIGNATURE_HEADER = b"x-doitong-signature"
 MAX_BODY = 1024 * 1024
 _JSON = (b"content-type", b"application/json")
+
+Handler = Callable[[Any, Any, Any], Awaitable[None]]  # (scope, receive, send)
+
+
+def app(
+    webhook: Handler, *, startup: Callable[[], Awaitable[None]], shutdown: Callable[[], Awaitable[None]]
+) -> Handler:
+    """POST /webhooks/doitong to `webhook`, GET /readyz and /healthz 200, anything else 404;
+    `startup` and `shutdown` run in the lifespan (a failed start-up is told to the server)."""
+
+    async def lifespan(receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        if path == "/webhooks/doitong" and method == "POST":
+            await webhook(scope, receive, send)
+        elif path in ("/readyz", "/healthz") and method == "GET":
+            await answer(send, 200, {"status": "ready"})
+        else:
+            await answer(send, 404, {"error": "not_found"})
+
+    return asgi
 
 
 async def answer(send: Any, status: int, content: Any) -> None:

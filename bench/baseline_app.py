@@ -33,9 +33,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import _asgi
 import orjson
 import uvicorn
-from _asgi import answer, read_body, signed
 from psycopg_pool import AsyncConnectionPool
 
 POOL_SIZE = 10
@@ -162,13 +162,13 @@ def create_app(database_url: str, secret: str, pool_size: int = POOL_SIZE) -> An
     )
 
     async def webhook(scope: Any, receive: Any, send: Any) -> None:
-        body = await read_body(receive)
+        body = await _asgi.read_body(receive)
         if body is None:
-            await answer(send, 413, {"error": "body_too_large"})
+            await _asgi.answer(send, 413, {"error": "body_too_large"})
             return
 
-        if not signed(scope, body, key):
-            await answer(send, 401, {"error": "invalid_signature"})
+        if not _asgi.signed(scope, body, key):
+            await _asgi.answer(send, 401, {"error": "invalid_signature"})
             return
 
         try:
@@ -180,7 +180,7 @@ def create_app(database_url: str, secret: str, pool_size: int = POOL_SIZE) -> An
             or not isinstance(document.get("id"), str)
             or not isinstance(document.get("status"), str)
         ):
-            await answer(send, 400, {"error": "invalid_payload"})
+            await _asgi.answer(send, 400, {"error": "invalid_payload"})
             return
         meta = document.get("metadata")
         meta = meta if isinstance(meta, dict) else {}
@@ -208,43 +208,17 @@ def create_app(database_url: str, secret: str, pool_size: int = POOL_SIZE) -> An
         answer_body: dict[str, Any] = {"status": "accepted" if new else "duplicate", "job_id": document["id"]}
         if new and row is not None:
             answer_body["event_id"] = str(row[1]) if row[1] is not None else None
-        await answer(send, 200, answer_body)
+        await _asgi.answer(send, 200, answer_body)
 
-    async def lifespan(receive: Any, send: Any) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await pool.open(wait=True)
-                    async with pool.connection() as conn, conn.transaction():
-                        # Workers start together: one creates the schema, the others wait for it.
-                        await conn.execute("SELECT pg_advisory_xact_lock(7243)")
-                        for statement in SCHEMA:
-                            await conn.execute(statement)
-                except Exception as exc:
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await pool.close()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    async def startup() -> None:
+        await pool.open(wait=True)
+        async with pool.connection() as conn, conn.transaction():
+            # Workers start together: one creates the schema, the others wait for it.
+            await conn.execute("SELECT pg_advisory_xact_lock(7243)")
+            for statement in SCHEMA:
+                await conn.execute(statement)
 
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        path, method = scope["path"], scope["method"]
-        if path == "/webhooks/doitong" and method == "POST":
-            await webhook(scope, receive, send)
-        elif path in ("/readyz", "/healthz") and method == "GET":
-            await answer(send, 200, {"status": "ready"})
-        else:
-            await answer(send, 404, {"error": "not_found"})
-
-    return app
+    return _asgi.app(webhook, startup=startup, shutdown=pool.close)
 
 
 def factory() -> Any:

@@ -46,10 +46,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import _asgi
 import _bodies
 import orjson
 import procrastinate
-from _asgi import answer, read_body, signed
 from procrastinate import PsycopgConnector, RetryStrategy
 
 QUEUE = "deliveries"
@@ -280,19 +280,19 @@ def create_ingest_app(secret: str, task_name: str) -> Any:
     task = TASKS[task_name]
 
     async def webhook(scope: Any, receive: Any, send: Any) -> None:
-        body = await read_body(receive)
+        body = await _asgi.read_body(receive)
         if body is None:
-            await answer(send, 413, {"error": "body_too_large"})
+            await _asgi.answer(send, 413, {"error": "body_too_large"})
             return
-        if not signed(scope, body, key):
-            await answer(send, 401, {"error": "invalid_signature"})
+        if not _asgi.signed(scope, body, key):
+            await _asgi.answer(send, 401, {"error": "invalid_signature"})
             return
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError:
             document = None
         if not isinstance(document, dict) or not isinstance(document.get("id"), str) or not document.get("status"):
-            await answer(send, 400, {"error": "invalid_payload"})
+            await _asgi.answer(send, 400, {"error": "invalid_payload"})
             return
         meta: dict[str, Any] = document["metadata"] if isinstance(document.get("metadata"), dict) else {}
         params = {
@@ -317,37 +317,12 @@ def create_ingest_app(secret: str, task_name: str) -> Any:
                 event_id = str(uuid.uuid4())
                 await task.configure(connection=conn).defer_async(event=envelope(event_id, document))
         status = "accepted" if event_id else "duplicate"
-        await answer(send, 200, {"status": status, "job_id": document["id"], "event_id": event_id})
+        await _asgi.answer(send, 200, {"status": status, "job_id": document["id"], "event_id": event_id})
 
-    async def lifespan(receive: Any, send: Any) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await app.open_async()
-                except Exception as exc:
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await app.close_async()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    async def startup() -> None:
+        await app.open_async()
 
-    async def asgi(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        if scope["path"] == "/webhooks/doitong" and scope["method"] == "POST":
-            await webhook(scope, receive, send)
-        elif scope["path"] in ("/readyz", "/healthz"):
-            await answer(send, 200, {"status": "ready"})
-        else:
-            await answer(send, 404, {"error": "not_found"})
-
-    return asgi
+    return _asgi.app(webhook, startup=startup, shutdown=app.close_async)
 
 
 def main(argv: list[str] | None = None) -> int:
