@@ -21,6 +21,7 @@ from starlette.responses import Response
 from receiver.core import base64url, db, durations, metrics, tables
 from receiver.core.errors import ConfigError, DatabaseUnavailable
 from receiver.inbound.state import AppState, json_response
+from receiver.jobs import registration
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
@@ -68,26 +69,13 @@ async def register(request: Request) -> Response:
         return json_response({"error": "invalid_request", "detail": str(exc)}, 400)
     try:
         async with db.begin(state.engine) as conn:
-            row = (
-                await conn.execute(
-                    sa.text(
-                        "SELECT created, status FROM receiver_register_job("
-                        ":id, :service, :type, :client_reference, CAST(:tags AS jsonb), :credit_cost,"
-                        " CAST(:input AS jsonb))"
-                    ),
-                    {
-                        **job,
-                        "tags": _json_or_none(job.get("tags")),
-                        "input": _json_or_none(job.get("input")),
-                    },
-                )
-            ).one()
+            registered = await registration.register(conn, job)
             stored = await _job(conn, job["id"])
     except DatabaseUnavailable:
         return _unavailable(state)
-    metrics.REGISTRATIONS.labels("created" if row.created else "merged").inc()
+    metrics.REGISTRATIONS.labels("created" if registered.created else "merged").inc()
     assert stored is not None
-    return json_response(stored, 201 if row.created else 200)
+    return json_response(stored, 201 if registered.created else 200)
 
 
 async def get_job(request: Request) -> Response:
@@ -139,7 +127,7 @@ async def list_jobs(request: Request) -> Response:
     return json_response({"jobs": [_jsonable(r) for r in page], "next_cursor": next_cursor}, 200)
 
 
-def _registration(body: bytes) -> dict[str, Any]:
+def _registration(body: bytes) -> registration.Registration:
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -174,9 +162,15 @@ def _registration(body: bytes) -> dict[str, Any]:
         raise BadRequest("`credit_cost` must be between 0 and 1000000000")
     if tags is not None and any("\x00" in k or "\x00" in v for k, v in tags.items()):
         raise BadRequest("`tags` cannot contain NUL characters")
-    if job["input"] is not None:
-        job["input"] = _without_nul(job["input"])
-    return job
+    return registration.Registration(
+        id=job["id"],
+        service=job["service"],
+        type=job["type"],
+        client_reference=job["client_reference"],
+        tags=tags,
+        credit_cost=job["credit_cost"],
+        input=None if job["input"] is None else _without_nul(job["input"]),
+    )
 
 
 def _without_nul(value: Any) -> Any:
@@ -226,10 +220,6 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
-
-
-def _json_or_none(value: object) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
 
 
 def _limit(text: str | None) -> int:

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import orjson
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from receiver.core import db
 from receiver.core.config import Settings
 from receiver.core.errors import ConfigError
 from receiver.inbound import endpoints
-from receiver.jobs import doitong
+from receiver.jobs import doitong, registration
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,20 +77,17 @@ async def submit(
     engine = engine or db.create_engine(settings.require_database_url(), pool_size=1, timeout=settings.db_timeout)
     try:
         async with db.begin(engine) as conn:
-            await conn.execute(
-                sa.text(
-                    "SELECT * FROM receiver_register_job(:id, :service, :type, :client_reference,"
-                    " CAST(:tags AS jsonb), :credit_cost, CAST(:input AS jsonb))"
+            await registration.register(
+                conn,
+                registration.Registration(
+                    id=generated.id,
+                    service=generated.provider or service,
+                    type=generated.type,
+                    client_reference=client_reference,
+                    tags=tags or None,
+                    credit_cost=generated.credit_cost,
+                    input={"text": text, "avatarId": avatar, "voice": voice},
                 ),
-                {
-                    "id": generated.id,
-                    "service": generated.provider or service,
-                    "type": generated.type,
-                    "client_reference": client_reference,
-                    "tags": orjson.dumps(tags).decode() if tags else None,
-                    "credit_cost": generated.credit_cost,
-                    "input": orjson.dumps({"text": text, "avatarId": avatar, "voice": voice}).decode(),
-                },
             )
     finally:
         if own_engine:
