@@ -135,12 +135,21 @@ async def readyz(request: Request) -> Response:
             current = await conn.run_sync(migrate.current_revision_sync)
     except DatabaseUnavailable as exc:
         return json_response({"status": "unavailable", "reason": f"database: {exc}"}, 503)
-    if current != state.head_revision:
+    # A schema ahead of this code is the next release's, migrated before this replica is replaced
+    # (a rolling deploy): still ready, or every old replica would leave the load balancer at once.
+    standing = migrate.standing(current)
+    if standing == "behind":
         reason = f"schema at {current or 'nothing'}, expected {state.head_revision}; run `receiver migrate`"
         return json_response({"status": "unavailable", "reason": reason}, 503)
     if not state.secrets.loaded:
         return json_response({"status": "unavailable", "reason": "endpoints not loaded yet"}, 503)
-    return json_response({"status": "ready", "revision": current}, 200)
+    ready: dict[str, str | None] = {"status": "ready", "revision": current}
+    if standing == "ahead":
+        ready["note"] = (
+            f"schema at {current} is newer than this release's {state.head_revision}: "
+            "the next release's migration has run; this process keeps working until it is replaced"
+        )
+    return json_response(ready, 200)
 
 
 async def metrics_endpoint(request: Request) -> Response:

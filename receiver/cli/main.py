@@ -119,14 +119,13 @@ def cmd_keygen(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     url = settings.require_database_url()
-    _migrate(url)
-    print(f"schema at {migrate.head_revision()}")
+    print(f"schema at {_migrate(url)}")
     return 0
 
 
-def _migrate(url: str) -> None:
+def _migrate(url: str) -> str | None:
     try:
-        migrate.upgrade(url)
+        return migrate.upgrade(url)
     except sa.exc.OperationalError as exc:
         raise DatabaseUnavailable(f"cannot migrate: {str(exc.orig).strip().splitlines()[0]}") from None
 
