@@ -15,11 +15,11 @@ from pathlib import Path
 
 import _bodies
 import _processes
+import _pyload
 import _run
 
 BENCH_DIR = Path(__file__).resolve().parent
 WRK_LUA = BENCH_DIR / "_wrk.lua"
-PYLOAD = BENCH_DIR / "_pyload.py"
 
 
 @dataclass
@@ -121,7 +121,7 @@ def run_python(
 ) -> LoadResult:
     argv = [
         sys.executable,
-        str(PYLOAD),
+        str(_pyload.SCRIPT),
         "closed",
         "--port",
         str(port),

@@ -14,12 +14,11 @@ from typing import Any
 import _cpu
 import _processes
 import _publish_systems
+import _pyload
 import _report
 import _run
 import _subscriber
 import orjson
-
-PYLOAD = Path(__file__).resolve().parent / "_pyload.py"
 
 
 @dataclass
@@ -114,7 +113,7 @@ def e2e(ctx: _publish_systems.Ctx, system: str, bodies: Path) -> Latency:
                     time.sleep(args.duration - 1.0)
                     result.cpu = probe.finish()
 
-            argv = [sys.executable, str(PYLOAD), "steady", "--port", str(port), "--bodies", str(bodies)]
+            argv = [sys.executable, str(_pyload.SCRIPT), "steady", "--port", str(port), "--bodies", str(bodies)]
             _processes.run_child(
                 [*argv, "--rate", str(args.rate), "--out", str(out)],
                 "the load generator",

@@ -27,6 +27,8 @@ from typing import Any
 import _bodies
 import orjson
 
+SCRIPT = Path(__file__).resolve()  # what the benchmarks run: [sys.executable, SCRIPT, "closed" | "steady", ...]
+
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="_pyload.py")
