@@ -1,11 +1,11 @@
 # Two commands on a fresh machine with Python 3.11+:
 #   make run   - create .venv, install, start the receiver (embedded PostgreSQL when DATABASE_URL is unset)
-#   make test  - install the test extras and run lint, types and the whole suite
+#   make test  - install the test extras; lint, types, import contracts, the wheel smoke, the whole suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint bench demo clean
+.PHONY: run test lint wheel-smoke bench demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,14 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check receiver migrations tests bench
 	$(BIN)/ruff format --check receiver migrations tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
-test: lint
+# The package as a user installs it: a wheel in a fresh venv outside the checkout runs migrate,
+# run (one signed webhook), demo and simulate. Dependencies come from .venv/wheelhouse after the first run.
+wheel-smoke: | $(BIN)/python
+	tests/wheel_smoke.sh $(BIN)/python
+
+test: lint wheel-smoke
 	$(BIN)/pytest -q -ra
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
@@ -43,4 +49,4 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/simulate.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache build *.egg-info
