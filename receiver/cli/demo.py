@@ -397,12 +397,13 @@ QUERIES = (
 def look_further(outcome: Outcome) -> None:
     """Print how to explore the demo's database, in lines that work when pasted.
 
-    The embedded PostgreSQL stops when the demo exits. In a terminal the demo holds it up until
-    Enter; anywhere else (a pipe, CI) nobody would press Enter, so the demo ends and prints the
-    command that starts the same server again (`receiver run` on the same RECEIVER_HOME)."""
+    The embedded PostgreSQL stops when the demo exits. In a terminal (stdin and stdout) the demo
+    holds it up until Enter; anywhere else (a pipe, CI, a test) nobody would press Enter, so the
+    demo ends and prints the command that starts the same server again (`receiver run` on the
+    same RECEIVER_HOME)."""
     psql = f"{_psql()} {shlex.quote(db.libpq_url(outcome.database_url))}"
     queries = [f"  {query}" for query in QUERIES]
-    hold = outcome.embedded_home is not None and sys.stdin is not None and sys.stdin.isatty()
+    hold = outcome.embedded_home is not None and _terminal()
     if outcome.embedded_home is None:
         lines = ["look further:", f"  {psql}", *queries]
     elif hold:
@@ -418,10 +419,16 @@ def look_further(outcome: Outcome) -> None:
         ]
     print("\n".join(lines), flush=True)
     if hold:
+        # Printed here: input() writes its prompt to stderr when both streams are terminals.
+        print("\npress Enter to stop the database and end the demo ", end="", flush=True)
         try:
-            input("\npress Enter to stop the database and end the demo ")
+            input()
         except (EOFError, KeyboardInterrupt):
             print()
+
+
+def _terminal() -> bool:
+    return all(stream is not None and stream.isatty() for stream in (sys.stdin, sys.stdout))
 
 
 def _psql() -> str:

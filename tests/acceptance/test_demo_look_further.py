@@ -99,18 +99,17 @@ def test_without_a_terminal_it_prints_the_command_that_brings_the_database_back(
 def test_in_a_terminal_it_keeps_the_database_up_until_enter(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = _env(home)
-    controller, terminal = pty.openpty()
-    process = subprocess.Popen(DEMO, env=env, stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    controller, terminal = pty.openpty()  # the demo's stdin and stdout, as in a terminal
+    process = subprocess.Popen(DEMO, env=env, stdin=terminal, stdout=terminal, stderr=subprocess.DEVNULL)
     os.close(terminal)
     try:
-        assert process.stdout is not None
         output = b""
         deadline = time.monotonic() + 150
         while b"press Enter" not in output:
             assert time.monotonic() < deadline and process.poll() is None, output.decode()
-            if select.select([process.stdout], [], [], 1)[0]:
-                output += os.read(process.stdout.fileno(), 65536)
-        text = output.decode()
+            if select.select([controller], [], [], 1)[0]:
+                output += os.read(controller, 65536)
+        text = output.decode().replace("\r\n", "\n")
         assert "PASSED" in text, text
         assert "RECEIVER_HOME=" not in text  # nothing to restart: it is still up
         assert (home / "pgdata" / "postmaster.pid").exists()
@@ -118,12 +117,11 @@ def test_in_a_terminal_it_keeps_the_database_up_until_enter(tmp_path: Path) -> N
         assert "completed" in shown or "failed" in shown, shown
 
         os.write(controller, b"\n")
-        process.communicate(timeout=30)
-        assert process.returncode == 0
+        assert process.wait(timeout=30) == 0
     finally:
         if process.poll() is None:
             process.kill()
-        process.communicate()
+            process.wait()
         os.close(controller)
     assert not (home / "pgdata" / "postmaster.pid").exists()
 
