@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,18 +13,17 @@ from typing import Any, TypeVar
 import httpx
 import orjson
 import psycopg
-import uvicorn
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from receiver.app import create_app
-from receiver.core import crypto, db
+from receiver.core import base64url, crypto, db, embedded_uvicorn
 from receiver.core.config import Settings
 from receiver.inbound import signatures
 from receiver.outbound.publisher import Publisher
 
 SECRET = "test-webhook-secret-1"
 T = TypeVar("T")
-MASTER_KEY = base64.urlsafe_b64decode(crypto.generate_key() + "=")
+MASTER_KEY = base64url.decode(crypto.generate_key())
 
 
 def doitong_body(job_id: str, status: str = "completed", **fields: Any) -> bytes:
@@ -81,28 +78,11 @@ class Receiver:
 @contextlib.asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[Receiver]:
     """The real app behind a real uvicorn on an ephemeral port, in this event loop."""
-    # IPPROTO_TCP explicitly: asyncio turns TCP_NODELAY on only then (else ~40 ms per keep-alive request).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(settings), log_config=None, access_log=False, lifespan="on", http="httptools")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        for _ in range(500):
-            if server.started or task.done():
-                break
-            await asyncio.sleep(0.01)
-        if task.done():
-            task.result()
-            raise RuntimeError("server stopped during start-up")
-        async with httpx.AsyncClient(timeout=30) as client:
-            yield Receiver(f"http://127.0.0.1:{port}", settings, client)
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with (
+        embedded_uvicorn.serving(create_app(settings), port=0, http="httptools") as url,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        yield Receiver(url, settings, client)
 
 
 def query(database_url: str, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

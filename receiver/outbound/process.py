@@ -7,18 +7,17 @@ their outcomes back and exits 0.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from receiver.core import background, crypto, db, metrics
+from receiver.core import background, crypto, db, embedded_uvicorn, metrics
 from receiver.core.config import Settings
-from receiver.core.embedded_uvicorn import EmbeddedServer
 from receiver.core.errors import DatabaseUnavailable
 from receiver.inbound.state import json_response
 from receiver.outbound import outbox
@@ -56,21 +55,13 @@ async def publish(settings: Settings, *, concurrency: int, metrics_port: int) ->
         loop.add_signal_handler(sig, stop.set)
     publisher = Publisher(settings, crypto.master_key(settings), concurrency=concurrency)
     tasks = background.BackgroundTasks(log, stop)
-    server: EmbeddedServer | None = None
+    drained = asyncio.Event()  # the metrics stay up while the sends in flight finish
     if metrics_port:
-        server = EmbeddedServer(
-            uvicorn.Config(
-                metrics_app(publisher),
-                host=settings.host,
-                port=metrics_port,
-                log_config=None,
-                access_log=False,
-                lifespan="off",
-            )
-        )
         # Without /healthz an orchestrator takes the publisher for dead, and /metrics is how
-        # an operator sees the backlog: a server that fails stops the publisher (exit code 1).
-        tasks.start("metrics-server", server.serve, on_failure="stop")
+        # an operator sees the backlog: a server that fails (a port in use) stops the publisher
+        # (exit code 1).
+        serve = functools.partial(_serve_metrics, publisher, settings.host, metrics_port, drained)
+        tasks.start("metrics-server", serve, on_failure="stop")
     log.info(
         "publishing (concurrency %d, brokers: %s, metrics on %s)",
         concurrency,
@@ -80,8 +71,20 @@ async def publish(settings: Settings, *, concurrency: int, metrics_port: int) ->
     try:
         await publisher.run(stop)
     finally:
-        if server is not None:
-            server.should_exit = True
+        drained.set()
         await tasks.stop(grace=METRICS_SHUTDOWN)
     tasks.raise_failure()
     log.info("publisher stopped")
+
+
+async def _serve_metrics(publisher: Publisher, host: str, port: int, until: asyncio.Event) -> None:
+    """/healthz and /metrics until `until` is set; then connections get METRICS_SHUTDOWN to close."""
+    async with embedded_uvicorn.serving(
+        metrics_app(publisher),
+        host=host,
+        port=port,
+        lifespan="off",
+        setting="RECEIVER_METRICS_PORT (--metrics-port)",
+        timeout_graceful_shutdown=METRICS_SHUTDOWN,
+    ):
+        await until.wait()

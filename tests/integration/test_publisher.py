@@ -286,37 +286,22 @@ async def test_receiver_run_mode_publishes_from_the_same_process(
     from receiver.app import create_app
 
     await _subscribe(settings, subscriber.url())
-    import socket
-
     import httpx
-    import uvicorn
 
+    from receiver.core import embedded_uvicorn
     from receiver.inbound import signatures
     from tests.support import SECRET
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, with_publisher=True), log_config=None, lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        assert await eventually(lambda: _started(server))
+    async with embedded_uvicorn.serving(create_app(settings, with_publisher=True), port=0) as url:
         body = doitong_body(_job(), "completed")
         async with httpx.AsyncClient() as client:
             answer = await client.post(
-                f"http://127.0.0.1:{sock.getsockname()[1]}/webhooks/doitong",
+                f"{url}/webhooks/doitong",
                 content=body,
                 headers={signatures.HEADER: signatures.sign(SECRET, body)},
             )
         got = await subscriber.wait_for(1)
         assert got and got[0].headers["webhook-id"] == answer.json()["event_id"]
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
-
-
-async def _started(server: object) -> bool:
-    return bool(getattr(server, "started", False))
 
 
 # lease 10 s, timeout 5 s: no time for a claim to wait, claims only for free slots;
