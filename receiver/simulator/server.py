@@ -17,15 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
 
-import uvicorn
 from starlette.applications import Starlette
 
-from receiver.core.embedded_uvicorn import EmbeddedServer
-from receiver.core.errors import ConfigError
+from receiver.core import embedded_uvicorn
 from receiver.simulator import app, lifecycle
 from receiver.simulator.config import Account, SimulatorConfig
 from receiver.simulator.faults import Dice
@@ -145,47 +142,18 @@ async def running(config: SimulatorConfig, host: str = "127.0.0.1", port: int = 
 
     `port=0` picks a free port; the URL yielded has the real one.
     """
-    sock = _listen(host, port)
     simulator = Simulator(config)
-    server = EmbeddedServer(
-        uvicorn.Config(
+    await simulator.start()
+    try:
+        async with embedded_uvicorn.serving(
             simulator.app,
-            log_config=None,
-            access_log=False,
+            host=host,
+            port=port,
             lifespan="off",
+            setting="--host/--port",
             server_header=False,
             timeout_graceful_shutdown=5,
-        )
-    )
-    await simulator.start()
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started and not serving.done():
-            await asyncio.sleep(0.01)
-        if serving.done():
-            serving.result()
-            raise RuntimeError("the simulator's server stopped during start-up")
-        bound = sock.getsockname()[1]
-        shown = f"[{host}]" if ":" in host else host
-        yield Running(simulator, f"http://{shown}:{bound}")
+        ) as url:
+            yield Running(simulator, url)
     finally:
-        server.should_exit = True
-        await serving
-        sock.close()
         await simulator.stop()
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    # Bound here rather than by uvicorn so port 0 works and the real port is known.
-    # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets
-    # whose proto says TCP, and without it every keep-alive request waits ~40 ms
-    # for a delayed ACK.
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"--host/--port: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
-    return sock
