@@ -231,12 +231,11 @@ async def _send(send: Send, answer: Answer) -> None:
 
 
 def _unavailable(state: AppState, reason: str) -> Answer:
-    seconds = max(1, round(state.settings.retry_after.total_seconds()))
     return Answer(
         503,
         {"error": "unavailable", "detail": reason},
         "unavailable",
-        [(b"retry-after", str(seconds).encode())],
+        [(b"retry-after", str(state.settings.retry_after_seconds).encode())],
     )
 
 
