@@ -225,7 +225,7 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
 def _limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_LIMIT
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
         raise BadRequest(f"`limit` must be a whole number from 1 to {MAX_LIMIT}")
     return int(text)
 

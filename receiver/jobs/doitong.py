@@ -284,7 +284,7 @@ def _reset_at(headers: Any) -> float | None:
             except ValueError:
                 return None
     retry_after = headers.get("retry-after")
-    if retry_after and retry_after.strip().isdigit():
+    if retry_after and retry_after.strip().isascii() and retry_after.strip().isdigit():
         return time.time() + float(retry_after)
     return None
 

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 import ipaddress
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from receiver.core.config import Settings
 from receiver.outbound.publisher import Publisher
-from receiver.outbound.sinks.http import denied
+from receiver.outbound.sinks.http import denied, retry_after_seconds
 
 METADATA = [ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10")]
 
@@ -29,3 +29,10 @@ async def test_retry_after_never_shortens_the_schedule() -> None:
         assert publisher._wait_before_retry(1, 600.0).total_seconds() == 600.0  # a longer ask is honoured
     finally:
         await publisher.engine.dispose()
+
+
+def test_retry_after_takes_ascii_digits_only() -> None:
+    now = datetime.now(UTC)
+    assert retry_after_seconds("7", now) == 7.0
+    assert retry_after_seconds("\u00b2", now) is None  # '²'.isdigit() is true; int() and float() refuse it
+    assert retry_after_seconds("\u0661", now) is None  # an Arabic-Indic digit is no HTTP delta-seconds

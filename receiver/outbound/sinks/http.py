@@ -96,7 +96,7 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # int() takes other scripts' digits; HTTP does not
         return min(float(text), _MAX_RETRY_AFTER)
     try:
         when = parsedate_to_datetime(text)
