@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import sys
 from typing import Any
 
 import psycopg
@@ -28,14 +26,8 @@ def register(commands: Any) -> None:
     submit.add_argument("--endpoint", default=endpoints.DEFAULT, help="the endpoint Doitong calls back (default)")
     submit.set_defaults(handler=cmd_submit)
 
-    demo = commands.add_parser("demo", help="the whole pipeline against the simulator, checking itself")
-    demo.add_argument("--jobs", type=int, default=20, help="jobs to submit (default 20)")
-    demo.add_argument("--no-live", action="store_true", help="no live view; just the summary")
-    demo.add_argument("--timeout", default="2m", help="give up after this long (default 2m)")
-    demo.set_defaults(handler=cmd_demo)
-
     rec = commands.add_parser("reconcile", help="ask Doitong about jobs whose webhooks are overdue")
-    rec.add_argument("--stale-after", help="only jobs unchanged this long (default RECEIVER_STALE_AFTER, 15m)")
+    rec.add_argument("--stale-after", help="only jobs unchanged this long (env RECEIVER_STALE_AFTER, default 15m)")
     rec.add_argument("--limit", type=int, default=500, help="jobs to look up at most (default 500)")
     rec.set_defaults(handler=cmd_reconcile)
 
@@ -89,19 +81,3 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
         f"{done.unknown} unknown to Doitong, {done.errors} errors"
     )
     return 1 if done.errors and not done.changed else 0
-
-
-def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from receiver.cli import demo
-
-    if not 1 <= args.jobs <= 1000:
-        raise ConfigError("--jobs: use 1 to 1000")
-    timeout = durations.parse(args.timeout, setting="--timeout").total_seconds()
-    live = not args.no_live and sys.stdout.isatty()
-    if live:
-        # Retries and refusals are the point of the demo; their log lines would scroll the view away.
-        logging.getLogger().setLevel(logging.ERROR)
-    outcome = asyncio.run(demo.run(settings, jobs=args.jobs, live=live, timeout=timeout))
-    print("\n".join(outcome.lines))
-    demo.look_further(outcome)
-    return 0 if outcome.ok else 1

@@ -68,7 +68,7 @@ def register(commands: Any) -> None:
         metavar="KEY[:PLAN[:CREDITS]]",
         help="an accepted API key (repeatable); plans free, starter, pro (default), enterprise; credits default 10000",
     )
-    sim.add_argument("--webhook-secret", help="secret webhooks are signed with (default: DOITONG_WEBHOOK_SECRET)")
+    sim.add_argument("--webhook-secret", help="secret webhooks are signed with (env DOITONG_WEBHOOK_SECRET)")
     sim.add_argument("--latency", default="2", help="seconds from request to completion, or a duration (default 2)")
     for _, flag, text in _RATES:
         sim.add_argument(flag, default="0", metavar="0-1", help=f"{text} (default 0)")

@@ -44,6 +44,54 @@ MIN_API_TOKEN_LENGTH = 16
 MASTER_KEY_BYTES = 32  # AES-256-GCM
 
 
+# Every environment variable `Settings.from_env` reads, with its default as written and what it sets:
+# `receiver --help` prints this table, and a test keeps it equal to what from_env reads.
+ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
+    ("DATABASE_URL", "none; run: embedded", "PostgreSQL, postgresql://user@host:5432/db"),
+    ("DOITONG_WEBHOOK_SECRET", "none; run: generated", "secret(s) of the default endpoint, comma-separated"),
+    ("RECEIVER_MASTER_KEY", "key file in home", "32 bytes, URL-safe base64 (receiver keygen)"),
+    ("RECEIVER_HOME", ".receiver", "embedded PostgreSQL, dev key and secret"),
+    ("RECEIVER_HOST", "127.0.0.1", "address to bind (--host)"),
+    ("RECEIVER_PORT", "8080", "port to bind (--port)"),
+    ("RECEIVER_WORKERS", "1", "server worker processes (--workers)"),
+    ("RECEIVER_MAX_BODY_BYTES", "1048576", "request body limit"),
+    ("RECEIVER_LOG_FORMAT", "text", "text or json"),
+    ("RECEIVER_LOG_LEVEL", "info", "debug, info, warning, error (--verbose: debug)"),
+    ("RECEIVER_DB_POOL_SIZE", "16", "connections per server worker"),
+    ("RECEIVER_DB_TIMEOUT", "5s", "longest wait for a connection"),
+    ("RECEIVER_RETRY_AFTER", "5s", "Retry-After sent with 503"),
+    ("RECEIVER_ENDPOINT_REFRESH", "2s", "how often endpoints are reloaded"),
+    ("RECEIVER_NATS_URL", "none", "NATS JetStream to publish to"),
+    ("RECEIVER_NATS_STREAM", "DOITONG", "JetStream stream"),
+    ("RECEIVER_NATS_SUBJECT_PREFIX", "doitong", "subject prefix"),
+    ("RECEIVER_AMQP_URL", "none", "RabbitMQ to publish to"),
+    ("RECEIVER_AMQP_EXCHANGE", "doitong", "topic exchange"),
+    ("RECEIVER_DENY_NETWORKS", "metadata ranges", "CIDRs no subscriber may resolve to"),
+    ("RECEIVER_RETRY_SCHEDULE", "5s,30s,...,24h", "waits between delivery attempts"),
+    ("RECEIVER_HTTP_TIMEOUT", "15s", "a subscriber must answer within this"),
+    ("RECEIVER_LEASE_TIMEOUT", "30s", "a dead publisher's claims are taken over after this"),
+    ("RECEIVER_POLL_INTERVAL", "1s", "publishers look for work at least this often"),
+    ("RECEIVER_PUBLISH_CONCURRENCY", "64", "sends in flight per publisher (--concurrency)"),
+    ("RECEIVER_SUBSCRIBER_CONCURRENCY", "16", "most of those one subscriber may hold"),
+    ("RECEIVER_METRICS_PORT", "9091", "receiver publish's /metrics, 0 = off (--metrics-port)"),
+    ("RECEIVER_API_TOKEN", "none (API off)", "bearer token for /v1/jobs"),
+    ("RECEIVER_PUBLIC_URL", "none", "where Doitong reaches this receiver"),
+    ("DOITONG_API_URL", "https://api.doitong.com", "Doitong's API"),
+    ("DOITONG_API_KEY", "none", "for submit and reconciliation"),
+    ("RECEIVER_STALE_AFTER", "15m", "reconcile jobs unchanged this long"),
+    ("RECEIVER_RECONCILE_INTERVAL", "1m", "how often publishers reconcile"),
+)
+
+
+def environment_help() -> str:
+    """The ENVIRONMENT table as `receiver --help` shows it."""
+    rows = [("variable", "default", "meaning"), *ENVIRONMENT]
+    name_width = max(len(name) for name, _, _ in rows)
+    default_width = max(len(default) for _, default, _ in rows)
+    lines = [f"  {name:<{name_width}}  {default:<{default_width}}  {meaning}" for name, default, meaning in rows]
+    return "settings, read from the environment once at start-up (a flag overrides its variable):\n" + "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the processes need; built by `Settings.from_env`."""

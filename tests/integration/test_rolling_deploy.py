@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from receiver.cli import main
+from receiver.cli import server
 from receiver.core import migrate
 from tests.support import doitong_body, execute, running, scalar, settings_for
 
@@ -51,7 +51,7 @@ def test_migrate_leaves_a_newer_schema_alone(
 ) -> None:
     _as_if_the_next_release_migrated(database_url)
     assert migrate.upgrade(database_url) == NEXT
-    assert main.cmd_migrate(settings_for(database_url, tmp_path), argparse.Namespace()) == 0
+    assert server.cmd_migrate(settings_for(database_url, tmp_path), argparse.Namespace()) == 0
     assert capsys.readouterr().out == f"schema at {NEXT}\n"
     assert scalar(database_url, "SELECT version_num FROM alembic_version") == NEXT
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from receiver.cli.main import _check_listen
+from receiver.cli.server import _check_listen
 from receiver.core.config import Settings
 from receiver.core.errors import ConfigError
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
-from receiver.cli import main as cli_main
-from receiver.cli import outbox as cli_outbox
+from receiver.cli import deliveries as cli_deliveries
+from receiver.cli import server as cli_server
 from receiver.core import base64url, config, crypto, db, durations
 from receiver.core.config import Settings
 from receiver.core.errors import ConfigError, DatabaseUnavailable
@@ -52,12 +52,12 @@ def test_check_port_names_the_setting(port: int) -> None:
 
 def test_every_port_flag_uses_the_one_check() -> None:
     with pytest.raises(ConfigError, match=r"^--port: 65536 is not a port number$"):
-        cli_main._with_flags(Settings(), argparse.Namespace(host=None, port=65536, workers=None))
-    assert cli_main._with_flags(Settings(), argparse.Namespace(host=None, port=65535, workers=None)).port == 65535
+        cli_server._with_flags(Settings(), argparse.Namespace(host=None, port=65536, workers=None))
+    assert cli_server._with_flags(Settings(), argparse.Namespace(host=None, port=65535, workers=None)).port == 65535
     with pytest.raises(ConfigError, match=r"^--metrics-port: 65536 is not a port number$"):
-        cli_outbox.cmd_publish(Settings(), argparse.Namespace(concurrency=None, metrics_port=65536))
+        cli_server.cmd_publish(Settings(), argparse.Namespace(concurrency=None, metrics_port=65536))
     with pytest.raises(ConfigError, match=r"^--metrics-port: -1 is not a port number$"):
-        cli_outbox.cmd_publish(Settings(metrics_port=-1), argparse.Namespace(concurrency=None, metrics_port=None))
+        cli_server.cmd_publish(Settings(metrics_port=-1), argparse.Namespace(concurrency=None, metrics_port=None))
 
 
 @pytest.mark.parametrize("name", ["RECEIVER_PORT", "RECEIVER_METRICS_PORT"])
@@ -146,7 +146,7 @@ def test_since_keeps_each_callers_answer() -> None:
     assert api._since("2024-04-30T10:00:00") == datetime(2024, 4, 30, 10, 0, tzinfo=UTC)
     replay = argparse.Namespace(event=None, since="soon", dead=False, job=None, subscriber=None)
     with pytest.raises(ConfigError, match=r"^--since: 'soon' is not a duration; write it like"):
-        cli_outbox.cmd_replay(Settings(), replay)
+        cli_deliveries.cmd_replay(Settings(), replay)
 
 
 @pytest.mark.parametrize(("setting", "header"), [("5s", 5), ("7s", 7), ("200ms", 1), ("2600ms", 3), ("2m", 120)])
