@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import sqlalchemy as sa
 from starlette.applications import Starlette
@@ -17,6 +17,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from receiver.core import crypto, db, logs, metrics, migrate
+from receiver.core.background import BackgroundTasks, TaskFailed
 from receiver.core.config import Settings
 from receiver.core.errors import DatabaseUnavailable, ReceiverError
 from receiver.core.logs import AccessLog
@@ -57,24 +58,27 @@ def create_app(settings: Settings, *, with_publisher: bool = False) -> ReceiverA
         # Everything allocated so far lives as long as the process: keep it out of the
         # collector's full passes, which otherwise show up as tail-latency spikes.
         gc.freeze()
-        refresher = asyncio.create_task(_refresh_loop(state), name="endpoint-refresh")
-        notifying = asyncio.create_task(state.notifier.run(), name="outbox-notify")
+        # Both loops can recover from anything (the next pass reloads / notifies again): restart.
+        tasks = BackgroundTasks(log, asyncio.Event())
+        tasks.start("endpoint-refresh", lambda: _refresh_loop(state), on_failure="restart")
+        tasks.start("outbox-notify", state.notifier.run, on_failure="restart")
         stop_publisher = asyncio.Event()
-        publishing = (
-            asyncio.create_task(Publisher(settings, state.master_key).run(stop_publisher), name="publisher")
-            if with_publisher
-            else None
-        )
+        publishing = None
+        if with_publisher:
+            # `receiver run` without its publisher would accept webhooks that nobody delivers:
+            # a publisher that fails stops the server too, and the command exits 1.
+            publishing = asyncio.create_task(
+                Publisher(settings, state.master_key).run(stop_publisher), name="publisher"
+            )
+            publishing.add_done_callback(receiver_app.publisher_ended)
         try:
             yield
         finally:
             stop_publisher.set()
             if publishing is not None:
-                await publishing
-            for task in (refresher, notifying):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                with contextlib.suppress(Exception):  # kept by publisher_ended
+                    await publishing
+            await tasks.stop()
             await pool.close()
             await engine.dispose()
 
@@ -87,7 +91,8 @@ def create_app(settings: Settings, *, with_publisher: bool = False) -> ReceiverA
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
-    return ReceiverApp(Starlette(routes=routes, lifespan=lifespan))
+    receiver_app = ReceiverApp(Starlette(routes=routes, lifespan=lifespan))
+    return receiver_app
 
 
 class ReceiverApp:
@@ -97,6 +102,30 @@ class ReceiverApp:
     def __init__(self, starlette: Starlette) -> None:
         self.starlette = starlette
         self._logged = AccessLog(self._dispatch)
+        # Set by whoever runs the server (`receiver run`): how to stop it when the publisher
+        # inside it has failed. `failure` keeps what failed, for the exit code.
+        self.stop_server: Callable[[], None] | None = None
+        self.failure: ReceiverError | None = None
+
+    def publisher_ended(self, task: asyncio.Task[None]) -> None:
+        """The in-process publisher's task ended: by itself only when it failed."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        if isinstance(exc, ReceiverError):
+            self.failure = exc
+        else:
+            log.error("the publisher failed; stopping the server", exc_info=exc)
+            self.failure = TaskFailed(f"the publisher failed ({type(exc).__name__}: {exc}); stopped")
+        if self.stop_server is not None:
+            self.stop_server()
+
+    def raise_failure(self) -> None:
+        """Raise what stopped the server, if something did."""
+        if self.failure is not None:
+            raise self.failure
 
     @property
     def state(self) -> State:

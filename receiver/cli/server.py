@@ -23,7 +23,7 @@ import uvicorn
 
 from receiver.core import config, crypto, db, embedded_postgres, migrate
 from receiver.core.config import Settings
-from receiver.core.errors import ConfigError, DatabaseUnavailable, SecretDecryptError
+from receiver.core.errors import ConfigError, DatabaseUnavailable, ReceiverError, SecretDecryptError
 from receiver.inbound import endpoints
 from receiver.outbound import process
 
@@ -127,7 +127,21 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     )
     from receiver.app import create_app
 
-    _serve(create_app(settings, with_publisher=True), settings)
+    app = create_app(settings, with_publisher=True)
+    server = uvicorn.Server(uvicorn.Config(app, **_uvicorn_options(settings)))
+
+    def stop_server() -> None:
+        server.should_exit = True
+
+    app.stop_server = stop_server
+    try:
+        signal.signal(signal.SIGTERM, _exit_cleanly)
+        server.run()
+        if not server.started:
+            raise ReceiverError("the server did not start (the lines above say why)")
+    finally:
+        # The publisher inside failed and stopped the server: exit 1 with its reason.
+        app.raise_failure()
     return 0
 
 

@@ -1,4 +1,4 @@
-"""`receiver publish` as a real process: a background task it cannot do without fails, and the
+"""`receiver publish` and `receiver run` as real processes: a background task it cannot do without fails, and the
 process says so and exits non-zero instead of staying up doing nothing."""
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.support import MASTER_KEY
 
@@ -22,11 +24,23 @@ async def broken(*args, **kwargs):
 
 outbox.fan_out = broken
 from receiver.cli.main import main
-sys.exit(main(["publish", "--metrics-port", "0"]))
+sys.exit(main(sys.argv[1:]))
 """
 
 
-async def test_publish_exits_1_when_the_fan_out_fails(database_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["publish", "--metrics-port", "0"],
+        # The publisher inside `receiver run`: the server must not stay up accepting webhooks
+        # that nobody delivers.
+        ["run", "--port", "0"],
+    ],
+    ids=["publish", "run"],
+)
+async def test_the_process_exits_1_when_the_fan_out_fails(
+    database_url: str, tmp_path: Path, command: list[str]
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "RECEIVER_", "DOITONG_"))}
     env.update(
         {
@@ -38,7 +52,12 @@ async def test_publish_exits_1_when_the_fan_out_fails(database_url: str, tmp_pat
         }
     )
     done = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-c", BROKEN_FAN_OUT], env=env, capture_output=True, text=True, timeout=60
+        subprocess.run,
+        [sys.executable, "-c", BROKEN_FAN_OUT, *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 1, done.stderr
     lines = done.stderr.splitlines()
