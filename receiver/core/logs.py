@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+import stamina
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from receiver.core.config import Settings
@@ -80,6 +81,24 @@ def setup(settings: Settings) -> None:
     for machinery in _MACHINERY:
         # NOTSET, not DEBUG: the root's level decides, and a second setup() can quieten it again.
         logging.getLogger(machinery).setLevel(logging.NOTSET if settings.log_level == "DEBUG" else logging.WARNING)
+    # stamina's own log hook writes a bare "stamina.retry_scheduled" whose details sit in
+    # `extra`, which these formatters do not print; keep its Prometheus counter, log our line.
+    stamina.instrumentation.set_on_retry_hooks([stamina.instrumentation.PrometheusOnRetryHook, log_retry])
+
+
+def log_retry(details: stamina.instrumentation.RetryDetails) -> None:
+    """One line per scheduled retry (Doitong's API, the simulator's webhooks): what, which
+    attempt, how long until the next, and why."""
+    # A retry_context block is named "<context block>": the cause says what was tried.
+    what = "" if details.name.startswith("<") else f" of {details.name}"
+    logging.getLogger("receiver.retries").warning(
+        "retry %d%s in %.2fs after %s", details.retry_num, what, details.wait_for, _cause(details.caused_by)
+    )
+
+
+def _cause(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
 
 
 class AccessLog:
