@@ -184,9 +184,11 @@ def document() -> dict[str, Any]:
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json({"type": "object"}, "up")}}},
             "/readyz": {
                 "get": {
-                    "summary": "Readiness: database reachable, schema at head, endpoints loaded",
+                    "summary": "Readiness: database reachable, schema at head or newer, endpoints loaded",
                     "responses": {
-                        "200": _json({"type": "object"}, "ready"),
+                        "200": _json(
+                            {"type": "object"}, "ready (with a note when the schema is newer than this release)"
+                        ),
                         "503": _json({"type": "object"}, "not ready, with a reason"),
                     },
                 }
