@@ -10,7 +10,8 @@ from receiver.core.errors import ConfigError
 
 _UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 MAX_SECONDS = 100 * 365 * 86400.0
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|d|h|m|s)")
+# [0-9], not \d: \d matches other scripts' digits too, and float() takes them (an Arabic-Indic "1h" was an hour).
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|d|h|m|s)")
 
 
 def parse(text: str, *, setting: str = "duration") -> timedelta:

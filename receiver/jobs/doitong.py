@@ -5,8 +5,8 @@ to do. The query texts live here and nowhere else.
 Retries (with `stamina`): 5xx answers and connection failures are retried with
 exponential back-off (the documentation's advice); a 429 waits until
 `X-RateLimit-Reset` (or `Retry-After`) when that is soon enough, else raises
-RateLimited with the time to come back. Every retry is also counted and logged
-by stamina's instrumentation (`stamina_retries_total`, logger `stamina`).
+RateLimited with the time to come back. Every retry is counted
+(`stamina_retries_total`) and logged (logger `receiver.retries`).
 """
 
 from __future__ import annotations
@@ -277,14 +277,14 @@ def _first_error(body: object) -> dict[str, Any] | None:
 
 def _reset_at(headers: Any) -> float | None:
     for name in ("x-ratelimit-reset",):
-        value = headers.get(name)
+        value = (headers.get(name) or "").strip()
         if value:
-            try:
-                return float(value)
-            except ValueError:
+            # Unix seconds: float() alone would take "nan", "inf" and other scripts' digits.
+            if not (value.isascii() and value.replace(".", "", 1).isdigit()):
                 return None
-    retry_after = headers.get("retry-after")
-    if retry_after and retry_after.strip().isascii() and retry_after.strip().isdigit():
+            return float(value)
+    retry_after = (headers.get("retry-after") or "").strip()
+    if retry_after.isascii() and retry_after.isdigit():
         return time.time() + float(retry_after)
     return None
 

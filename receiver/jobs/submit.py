@@ -1,6 +1,6 @@
 """Submitting jobs through us, as a Python API (what `receiver submit` calls).
 
-    from receiver.jobs import submit as client
+    from receiver.jobs import submit
     job = await submit.submit(settings, text="Hello!", avatar="professional-1", voice="en-US-neural",
                               client_reference="order-42", tags={"customer": "acme"})
 

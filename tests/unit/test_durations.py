@@ -27,7 +27,11 @@ def test_parse(text: str, expected: timedelta) -> None:
     assert durations.parse(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "10", "m", "1x", "1h 30m", "-5s", "1h30", "h1", "30 s", "99999999999999d"])
+@pytest.mark.parametrize(
+    "text",
+    # "\u0661h" is an Arabic-Indic one: \d and float() take it, a duration should not.
+    ["", "10", "m", "1x", "1h 30m", "-5s", "1h30", "h1", "30 s", "99999999999999d", "\u0661h", "1\u00b2s"],
+)
 def test_parse_rejects_and_names_the_setting(text: str) -> None:
     with pytest.raises(ConfigError, match="RECEIVER_X"):
         durations.parse(text, setting="RECEIVER_X")
