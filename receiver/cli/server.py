@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 import uvicorn
 
-from receiver.core import config, crypto, db, embedded_postgres, migrate
+from receiver.core import config, crypto, db, embedded_postgres, embedded_uvicorn, migrate
 from receiver.core.config import Settings
 from receiver.core.errors import ConfigError, DatabaseUnavailable, ReceiverError, SecretDecryptError
 from receiver.inbound import endpoints
@@ -256,7 +256,6 @@ async def _preflight(settings: Settings) -> None:
 
 
 def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
-
     concurrency = args.concurrency if args.concurrency is not None else settings.publish_concurrency
     if concurrency < 1:
         raise ConfigError("--concurrency: use 1 or more")
@@ -264,6 +263,10 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
         args.metrics_port if args.metrics_port is not None else settings.metrics_port, setting="--metrics-port"
     )
     settings.require_database_url()
+    if port:
+        # A port in use is bad configuration: one line and exit 2 before anything starts,
+        # not a failed background task after the publisher began its work.
+        embedded_uvicorn.check_listen(settings.host, port, setting=process.METRICS_PORT_SETTING)
     # uvloop, as `receiver serve` runs on: a publisher spends most of its time in the event loop.
     loop_factory = None
     if sys.platform != "win32":

@@ -25,6 +25,7 @@ from receiver.outbound.publisher import Publisher
 
 log = logging.getLogger("receiver.outbound.process")
 
+METRICS_PORT_SETTING = "RECEIVER_METRICS_PORT (--metrics-port)"
 # How long the metrics server gets to close its connections at stop.
 METRICS_SHUTDOWN = 5.0
 
@@ -84,7 +85,7 @@ async def _serve_metrics(publisher: Publisher, host: str, port: int, until: asyn
         host=host,
         port=port,
         lifespan="off",
-        setting="RECEIVER_METRICS_PORT (--metrics-port)",
+        setting=METRICS_PORT_SETTING,
         timeout_graceful_shutdown=METRICS_SHUTDOWN,
     ):
         await until.wait()

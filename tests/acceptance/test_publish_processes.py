@@ -6,6 +6,7 @@ import asyncio
 import base64
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -245,3 +246,25 @@ async def test_publish_serves_healthz_and_metrics(database_url: str, tmp_path: P
         process.send_signal(signal.SIGTERM)
         await asyncio.to_thread(process.communicate, timeout=30)
     assert process.returncode == 0
+
+
+async def test_a_metrics_port_in_use_stops_start_up_with_one_line(database_url: str, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = _env(database_url, tmp_path, RECEIVER_HOST="127.0.0.1")
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [*RECEIVER, "publish", "--metrics-port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    # Bad configuration: exit 2 and one line naming the setting, before the publisher starts.
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"receiver: config error: RECEIVER_METRICS_PORT (--metrics-port): cannot listen on 127.0.0.1:{port} "
+        "(Address already in use)"
+    ], done.stderr
