@@ -114,7 +114,10 @@ class ReceiverApp:
         exc = task.exception()
         if exc is None:
             return
-        if isinstance(exc, ReceiverError):
+        if isinstance(exc, TaskFailed):
+            self.failure = exc  # the background task that failed has logged why
+        elif isinstance(exc, ReceiverError):
+            log.error("the publisher stopped: %s", exc)
             self.failure = exc
         else:
             log.error("the publisher failed; stopping the server", exc_info=exc)

@@ -37,7 +37,10 @@ class EmbeddedServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
-        self.listening.set()
+        # Before uvicorn 0.53 a failed lifespan start-up returned here (should_exit set,
+        # `started` not) instead of raising SystemExit: only a started server listens.
+        if self.started:
+            self.listening.set()
 
 
 @contextlib.asynccontextmanager
@@ -80,6 +83,12 @@ async def serving(
             await serve
         finally:
             sock.close()
+
+
+def check_listen(host: str, port: int, *, setting: str) -> None:
+    """Fail now, with a ConfigError naming `setting`, when `serving()` could not bind
+    host:port: for a process that would otherwise find out after it started its work."""
+    _listen(host, port, setting).close()
 
 
 def _listen(host: str, port: int, setting: str) -> socket.socket:
