@@ -8,8 +8,8 @@
 #   tests/wheel_smoke.sh PYTHON
 #
 # PYTHON (3.11+, with pip >= 22.3) builds the wheel and creates the venv. Dependencies are installed
-# from a wheelhouse (.venv/wheelhouse, or $WHEELHOUSE) filled on the first run, so later runs need no
-# index and take seconds. Everything lives in one temporary folder, removed on exit, failure included.
+# from a wheelhouse (.venv/wheelhouse, or $WHEELHOUSE) filled on the first run, so later installs
+# need no index and take seconds (building the wheel still fetches setuptools, or takes pip's cache). Everything lives in one temporary folder, removed on exit, failure included.
 set -euo pipefail
 
 PYTHON=${1:?usage: tests/wheel_smoke.sh PYTHON}

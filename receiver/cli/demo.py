@@ -418,6 +418,7 @@ def look_further(outcome: Outcome) -> None:
         lines = [
             "look further: the demo's database stopped with it; this starts it again (and the receiver):",
             f"  RECEIVER_HOME={home} {_receiver_command()} run",
+            "(it serves on RECEIVER_PORT, 8080 by default: add --port N when that port is taken)",
             "then, in another terminal:",
             f"  {psql}",
             *queries,
