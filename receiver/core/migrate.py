@@ -85,7 +85,7 @@ def standing(current: str | None) -> Standing:
     `ahead` is a revision this code does not carry. The history is linear, so such a revision
     can only come from a later release whose migration ran before this process was replaced:
     this code still works on that schema, because a later release keeps every function the
-    release before it calls (receiver/core/sql/state_machine.sql). `behind` is a revision this
+    release before it calls (receiver/sql/state_machine.sql). `behind` is a revision this
     code carries but not its head, or none: the functions this code calls may be missing."""
     if current == head_revision():
         return "at_head"

@@ -1,6 +1,6 @@
 """The tables as SQLAlchemy Core objects, for the queries built in Python and for Alembic's autogenerate.
 
-The schema to read (functions and views included) is receiver/core/sql/; the tests check that the
+The schema to read (functions and views included) is receiver/sql/; the tests check that the
 migrations build exactly that, and that these tables match it.
 
 Column names are snake_case and each carries a comment, which PostgreSQL keeps
@@ -158,7 +158,7 @@ jobs = Table(
     Index("ix_jobs_created_at", "created_at"),
     Index("ix_jobs_client_reference", "client_reference", postgresql_where=text("client_reference IS NOT NULL")),
     Index("ix_jobs_first_seen_at_id", "first_seen_at", "id"),
-    # Written out, not receiver_status_terminal(): see the index in receiver/core/sql/tables.sql.
+    # Written out, not receiver_status_terminal(): see the index in receiver/sql/tables.sql.
     Index(
         "ix_jobs_unfinished",
         "updated_at",

@@ -1,4 +1,4 @@
-"""The webhook transaction: one call into `receiver_ingest()` (receiver/core/sql/state_machine.sql),
+"""The webhook transaction: one call into `receiver_ingest()` (receiver/sql/state_machine.sql),
 which records the delivery, moves the job through its state machine, appends
 the history row and enqueues at most one outbox event per (job, status).
 """

@@ -1,7 +1,7 @@
 """Registering a job submitted through us: the one upsert behind `POST /v1/jobs` and `receiver submit`.
 
 The merge rules (a registration fills in what only we know and never moves the status) are in
-`receiver_register_job()`, receiver/core/sql/state_machine.sql.
+`receiver_register_job()`, receiver/sql/state_machine.sql.
 """
 
 from __future__ import annotations

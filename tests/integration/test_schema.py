@@ -1,6 +1,6 @@
 """Migrations: the migrated schema equals the models; upgrade and downgrade both run.
 
-That it equals the schema files in receiver/core/sql/ is test_schema_file.py's."""
+That it equals the schema files in receiver/sql/ is test_schema_file.py's."""
 
 from __future__ import annotations
 

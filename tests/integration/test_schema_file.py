@@ -1,4 +1,4 @@
-"""The schema files (receiver/core/sql/) are the schema the migrations build, function bodies included.
+"""The schema files (receiver/sql/) are the schema the migrations build, function bodies included.
 
 One database is migrated from empty to head (the session's template); another is built from the
 schema files alone. Their catalogs are read into plain dictionaries and must be equal: tables and
@@ -25,7 +25,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from receiver.core import db, migrate, sql, tables
+from receiver import sql
+from receiver.core import db, migrate, tables
 from receiver.jobs import reconcile
 
 Catalog = dict[str, dict[str, Any]]
@@ -156,9 +157,9 @@ def differences(migrated: Catalog, from_files: Catalog) -> Iterator[str]:
     for kind in _CATALOG:
         left, right = migrated[kind], from_files[kind]
         for name in sorted(left.keys() - right.keys()):
-            yield f"{kind}: {name} is made by the migrations but not by receiver/core/sql/"
+            yield f"{kind}: {name} is made by the migrations but not by receiver/sql/"
         for name in sorted(right.keys() - left.keys()):
-            yield f"{kind}: {name} is in receiver/core/sql/ but the migrations do not make it"
+            yield f"{kind}: {name} is in receiver/sql/ but the migrations do not make it"
         for name in sorted(left.keys() & right.keys()):
             if left[name] == right[name]:
                 continue
@@ -170,11 +171,11 @@ def differences(migrated: Catalog, from_files: Catalog) -> Iterator[str]:
                     yield from (
                         "    " + line
                         for line in difflib.unified_diff(
-                            _lines(was), _lines(now), "migrations", "receiver/core/sql", lineterm="", n=1
+                            _lines(was), _lines(now), "migrations", "receiver/sql", lineterm="", n=1
                         )
                     )
                 else:
-                    yield f"    migrations:        {was!r}\n    receiver/core/sql: {now!r}"
+                    yield f"    migrations:        {was!r}\n    receiver/sql: {now!r}"
 
 
 def _lines(text: str) -> list[str]:
@@ -184,7 +185,7 @@ def _lines(text: str) -> list[str]:
 
 @pytest.fixture
 def schema_file_database(empty_database_url: str) -> str:
-    """A database built from receiver/core/sql/ alone, without Alembic."""
+    """A database built from receiver/sql/ alone, without Alembic."""
     with psycopg.connect(empty_database_url) as conn:
         conn.execute(sql.schema())
     return empty_database_url
@@ -192,7 +193,7 @@ def schema_file_database(empty_database_url: str) -> str:
 
 def test_migrated_database_equals_the_schema_files(database_url: str, schema_file_database: str) -> None:
     found = list(differences(catalog(database_url), catalog(schema_file_database)))
-    assert not found, "the migrations and receiver/core/sql/ disagree:\n" + "\n".join(found)
+    assert not found, "the migrations and receiver/sql/ disagree:\n" + "\n".join(found)
 
 
 def test_the_comparison_sees_the_whole_schema(database_url: str) -> None:
@@ -245,7 +246,7 @@ def test_the_reconciler_claims_through_the_unfinished_index(database_url: str) -
 def test_the_latest_migration_keeps_every_function_the_release_before_calls(empty_database_url: str) -> None:
     """Rolling deploys: processes of the release before keep running on the new schema until they are
     replaced, so the latest migration may add functions and replace bodies, never remove or re-type one
-    (a changed contract gets a new name, receiver_ingest_v2; receiver/core/sql/state_machine.sql)."""
+    (a changed contract gets a new name, receiver_ingest_v2; receiver/sql/state_machine.sql)."""
     query = """
         SELECT p.oid::regprocedure::text, pg_get_function_result(p.oid)
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
