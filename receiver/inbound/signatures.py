@@ -4,6 +4,11 @@ The same scheme as GitHub's `X-Hub-Signature-256`. Only the exact form
 `sha256=` + 64 lowercase-or-uppercase hex digits is accepted; anything else is a
 SignatureError with a reason fit for a log line (never the secret, never the
 expected digest).
+
+Around the value only HTTP's optional whitespace (space and tab, RFC 9110 OWS)
+is trimmed. `str.strip()` would also trim what the handler's latin-1 decoding
+makes of bytes such as 0xA0 (NO-BREAK SPACE), 0x85 and 0x1C-0x1F, so a value
+that is not the documented form would verify.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from receiver.core.errors import SignatureError
 
 HEADER = "x-doitong-signature"
+OWS = " \t"
 _FORM = re.compile(r"sha256=([0-9a-fA-F]{64})")
 
 
@@ -30,7 +36,7 @@ def parse(values: Sequence[str]) -> bytes:
         raise SignatureError("signature header missing")
     if len(values) > 1:
         raise SignatureError("signature header sent more than once")
-    match = _FORM.fullmatch(values[0].strip())
+    match = _FORM.fullmatch(values[0].strip(OWS))
     if match is None:
         raise SignatureError("signature header malformed (expected sha256=<64 hex>)")
     return bytes.fromhex(match.group(1))
