@@ -10,9 +10,7 @@ reached the subscriber, and no event had a duplicate side effect.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import logging
 import secrets
 import shlex
 import shutil
@@ -33,9 +31,8 @@ from aiohttp import web
 from prometheus_client import REGISTRY
 
 from receiver.app import create_app
-from receiver.core import db, durations, embedded_postgres, embedded_uvicorn, migrate
+from receiver.core import db, embedded_postgres, embedded_uvicorn, migrate
 from receiver.core.config import Settings
-from receiver.core.errors import ConfigError
 from receiver.inbound import endpoints
 from receiver.jobs import doitong, submit
 from receiver.outbound import subscriptions
@@ -48,29 +45,6 @@ LINES = (
     "Your order has shipped and will arrive on Thursday.",
     "Thanks for joining the webinar, here is a short recap of what we covered today.",
 )
-
-
-def register(commands: Any) -> None:
-    """Add `receiver demo` to the `receiver` parser."""
-    demo = commands.add_parser("demo", help="the whole pipeline against the simulator, checking itself")
-    demo.add_argument("--jobs", type=int, default=20, help="jobs to submit (default 20)")
-    demo.add_argument("--no-live", action="store_true", help="no live view; just the summary")
-    demo.add_argument("--timeout", default="2m", help="give up after this long (default 2m)")
-    demo.set_defaults(handler=cmd_demo)
-
-
-def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    if not 1 <= args.jobs <= 1000:
-        raise ConfigError("--jobs: use 1 to 1000")
-    timeout = durations.parse(args.timeout, setting="--timeout").total_seconds()
-    live = not args.no_live and sys.stdout.isatty()
-    if live:
-        # Retries and refusals are the point of the demo; their log lines would scroll the view away.
-        logging.getLogger().setLevel(logging.ERROR)
-    outcome = asyncio.run(run(settings, jobs=args.jobs, live=live, timeout=timeout))
-    print("\n".join(outcome.lines))
-    look_further(outcome)
-    return 0 if outcome.ok else 1
 
 
 @dataclass

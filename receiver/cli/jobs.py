@@ -1,9 +1,11 @@
-"""Commands that talk to Doitong's API: submit and reconcile."""
+"""Commands that talk to Doitong's API: submit, reconcile, and the demo that does both."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import sys
 from typing import Any
 
 import psycopg
@@ -25,6 +27,12 @@ def register(commands: Any) -> None:
     submit.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
     submit.add_argument("--endpoint", default=endpoints.DEFAULT, help="the endpoint Doitong calls back (default)")
     submit.set_defaults(handler=cmd_submit)
+
+    demo = commands.add_parser("demo", help="the whole pipeline against the simulator, checking itself")
+    demo.add_argument("--jobs", type=int, default=20, help="jobs to submit (default 20)")
+    demo.add_argument("--no-live", action="store_true", help="no live view; just the summary")
+    demo.add_argument("--timeout", default="2m", help="give up after this long (default 2m)")
+    demo.set_defaults(handler=cmd_demo)
 
     rec = commands.add_parser("reconcile", help="ask Doitong about jobs whose webhooks are overdue")
     rec.add_argument("--stale-after", help="only jobs unchanged this long (env RECEIVER_STALE_AFTER, default 15m)")
@@ -81,3 +89,21 @@ def cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
         f"{done.unknown} unknown to Doitong, {done.errors} errors"
     )
     return 1 if done.errors and not done.changed else 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    # Imported here: the demo brings the whole server and the simulator (its GraphQL schema is
+    # built on import), which `receiver --help` and every other command would pay for.
+    from receiver.cli import demo
+
+    if not 1 <= args.jobs <= 1000:
+        raise ConfigError("--jobs: use 1 to 1000")
+    timeout = durations.parse(args.timeout, setting="--timeout").total_seconds()
+    live = not args.no_live and sys.stdout.isatty()
+    if live:
+        # Retries and refusals are the point of the demo; their log lines would scroll the view away.
+        logging.getLogger().setLevel(logging.ERROR)
+    outcome = asyncio.run(demo.run(settings, jobs=args.jobs, live=live, timeout=timeout))
+    print("\n".join(outcome.lines))
+    demo.look_further(outcome)
+    return 0 if outcome.ok else 1

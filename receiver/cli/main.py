@@ -2,7 +2,8 @@
 
 One module per command group, each with a `register(commands)`:
 `server` (run, serve, publish, migrate, keygen), `endpoints`, `subscribers`,
-`deliveries` (deliveries, replay, prune), `jobs` (submit, reconcile), `demo`, `simulate`.
+`deliveries` (deliveries, replay, prune), `jobs` (submit, reconcile, demo; the demo itself is
+`demo.py`), `simulate`.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import sys
 from collections.abc import Sequence
 
 from receiver import __version__
-from receiver.cli import deliveries, demo, endpoints, jobs, server, simulate, subscribers
+from receiver.cli import deliveries, endpoints, jobs, server, simulate, subscribers
 from receiver.core import config, logs
 from receiver.core.config import Settings
 from receiver.core.errors import ConfigError, ReceiverError
 
 _VERBOSE_HELP = "log at debug level, the embedded PostgreSQL's own lines included (env RECEIVER_LOG_LEVEL=debug)"
-GROUPS = (server, endpoints, subscribers, deliveries, jobs, demo, simulate)
+GROUPS = (server, endpoints, subscribers, deliveries, jobs, simulate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

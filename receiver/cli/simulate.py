@@ -15,7 +15,6 @@ from receiver.core import config as core_config
 from receiver.core import durations
 from receiver.core.config import Settings
 from receiver.core.errors import ConfigError
-from receiver.simulator import server
 from receiver.simulator.config import Account, SimulatorConfig
 
 _RATES = (
@@ -114,6 +113,10 @@ async def _serve(config: SimulatorConfig, host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Imported here: the simulator builds its GraphQL schema on import, which every other
+    # command (`receiver --help` included) would pay for.
+    from receiver.simulator import server
+
     async with server.running(config, host, port) as (simulator, url):
         print(_banner(config, url), flush=True)
         await stop.wait()
