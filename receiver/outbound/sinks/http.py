@@ -8,8 +8,12 @@ is `{id}.{timestamp}.{body}`, so consumers verify with the published
 `standardwebhooks` library.
 
 Redirects are not followed (a 3xx is a failure), and targets whose address
-falls inside RECEIVER_DENY_NETWORKS are refused at connect time: the check is
-in the resolver, so the address checked is the address connected to.
+falls inside RECEIVER_DENY_NETWORKS are refused at connect time. Two places
+check, because aiohttp skips the resolver for IP-literal URLs
+(`http://0.0.0.0:8080/`): the resolver drops denied addresses of a name (so a
+name with one allowed address still works, and one with none says so), and
+the connector's socket factory checks the very address each socket is about
+to connect to, whatever the URL held.
 """
 
 from __future__ import annotations
@@ -20,10 +24,10 @@ import hmac
 import ipaddress
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from urllib.parse import urlsplit
+from typing import Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -35,21 +39,85 @@ from receiver.outbound.subscriptions import Subscription
 
 USER_AGENT = f"doitong-receiver/{__version__}"
 _MAX_RETRY_AFTER = 24 * 3600.0
+# What aiohttp's connector hands its socket factory: (family, type, proto, canonname, sockaddr).
+AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]
 
 
 class DeniedAddress(OSError):
     """The target resolves only to addresses inside RECEIVER_DENY_NETWORKS."""
 
 
+# Addresses that reach this host although they are not in 127.0.0.0/8 or ::1: connecting to
+# 0.0.0.0 (all of "this network", 0.0.0.0/8, on Linux) or to :: lands on the loopback interface.
+_THIS_HOST_V4 = ipaddress.ip_network("0.0.0.0/8")
+_LOOPBACKS = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits: IPv4-compatible (::a.b.c.d,
+# deprecated but still routed by some stacks), IPv4-translated (SIIT) and the NAT64 well-known
+# prefix, where 64:ff9b::a9fe:a9fe is 169.254.169.254 behind a NAT64 gateway.
+_LAST_32_BITS = (
+    ipaddress.ip_network("::/96"),
+    ipaddress.ip_network("::ffff:0:0:0/96"),
+    ipaddress.ip_network("64:ff9b::/96"),
+)
+# The local-use NAT64 range (RFC 8215) may use any RFC 6052 prefix length from /48 on; the IPv4
+# address then sits at a different place (skipping bits 64-71), so every layout is a candidate.
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
+_RFC6052_LAYOUTS = ((48, 64, 72, 88), (56, 64, 72, 96), (72, 72, 72, 104), (96, 128, 128, 128))
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address may lead to: mapped, compatible, translated, NAT64,
+    6to4 (2002::/16) and both ends of Teredo (2001::/32), ISATAP interface ids (…:5efe:a.b.c.d)."""
+    value = int(ip)
+    found: list[ipaddress.IPv4Address] = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if any(ip in network for network in _LAST_32_BITS):
+        found.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+    if ip in _LOCAL_NAT64:
+        for start, gap_start, gap_end, end in _RFC6052_LAYOUTS:
+            bits = f"{value:0128b}"
+            found.append(ipaddress.IPv4Address(int(bits[start:gap_start] + bits[gap_end:end], 2)))
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    if (value >> 32) & 0xFDFFFFFF == 0x00005EFE:  # ISATAP, universal/local bit either way
+        found.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+    return found
+
+
 def denied(address: str, networks: Sequence[IPNetwork]) -> bool:
+    """Whether connecting to `address` (an IP, not a name) may reach a denied network.
+
+    Checks the address itself, every IPv4 address embedded in an IPv6 one (::ffff:169.254.169.254
+    and 64:ff9b::a9fe:a9fe are 169.254.169.254), and treats the unspecified addresses (0.0.0.0/8,
+    ::) as this host: they are denied whenever 127.0.0.1 or ::1 is.
+    """
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return False
-    candidates = [ip]
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        candidates.append(ip.ipv4_mapped)  # ::ffff:169.254.169.254 is 169.254.169.254
+    candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        candidates.extend(_embedded_ipv4(ip))
+    if ip.is_unspecified or any(c.version == 4 and c in _THIS_HOST_V4 for c in candidates):
+        candidates.extend(_LOOPBACKS)
     return any(candidate in network for candidate in candidates for network in networks)
+
+
+def denying_socket_factory(networks: Sequence[IPNetwork]) -> Callable[[AddrInfo], socket.socket]:
+    """A socket factory for aiohttp's connector that refuses a denied address just before the
+    connect: the last step every connection passes through, IP-literal URLs included."""
+    networks = tuple(networks)
+
+    def make(addr_info: AddrInfo) -> socket.socket:
+        family, type_, proto, _, address = addr_info
+        if denied(str(address[0]), networks):
+            raise DeniedAddress(f"connecting to {address[0]} is denied (RECEIVER_DENY_NETWORKS)")
+        return socket.socket(family=family, type=type_, proto=proto)
+
+    return make
 
 
 class DenyingResolver(AbstractResolver):
@@ -114,7 +182,12 @@ class HttpPool:
     def __init__(self, *, timeout: float, deny_networks: Sequence[IPNetwork], limit: int) -> None:
         self.deny = tuple(deny_networks)
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=limit, resolver=DenyingResolver(self.deny), ttl_dns_cache=10),
+            connector=aiohttp.TCPConnector(
+                limit=limit,
+                resolver=DenyingResolver(self.deny),
+                socket_factory=denying_socket_factory(self.deny),
+                ttl_dns_cache=10,
+            ),
             timeout=aiohttp.ClientTimeout(total=timeout),
             headers={"user-agent": USER_AGENT},
             skip_auto_headers=("content-type",),
@@ -140,10 +213,9 @@ class HttpSink:
         self._pool = pool
 
     async def send(self, message: Message) -> Result:
+        # No deny check on the URL's host here: the connector's socket factory checks the address
+        # actually connected to, which a name or an IP literal in the URL cannot route around.
         subscription = self.subscription
-        host = urlsplit(subscription.url).hostname or ""
-        if denied(host, self._pool.deny):
-            return Result(ok=False, error=f"{host} is inside RECEIVER_DENY_NETWORKS")
         now = datetime.now(UTC)
         timestamp = int(time.time())
         headers = {
