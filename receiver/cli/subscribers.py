@@ -15,7 +15,7 @@ def register(commands: Any) -> None:
     subs = commands.add_parser("subscribers", help="manage HTTP subscribers")
     actions = subs.add_subparsers(metavar="ACTION", required=True)
     add = actions.add_parser("add", help="add an HTTP subscriber; prints its id and whsec_ secret")
-    add.add_argument("url")
+    add.add_argument("url", help="absolute http:// or https:// URL; no user:password@")
     add.add_argument("--secret", help="whsec_… signing secret (generated when not given)")
     add.add_argument("--events", help="comma-separated event types, e.g. job.completed,job.failed (default: all)")
     add.add_argument("--service", action="append", help="only jobs of this service (repeatable; default: all)")
@@ -38,6 +38,9 @@ def register(commands: Any) -> None:
 
 
 def cmd_subscribers_add(settings: Settings, args: argparse.Namespace) -> int:
+    # Before the master key and the database: a bad URL is named in one line (exit 2) even where
+    # neither is set up yet. `subscriptions.add` checks again, for every other way in.
+    subscriptions.check_url(args.url)
     key = crypto.master_key(settings)
     events = [e.strip() for e in args.events.split(",") if e.strip()] if args.events else None
     services = [s.strip() for value in args.service or [] for s in value.split(",") if s.strip()] or None

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
+import yarl
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy.dialects.postgresql import insert
@@ -92,10 +94,100 @@ def secret_key(secret: str) -> bytes:
 
 
 def check_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"subscriber URL {url!r}: use an absolute http:// or https:// URL")
+    """The one gate for a subscriber URL, wherever one enters (`subscribers add`, the demo, the
+    Python API): refuse here, once, with one line, what would otherwise be stored and then
+    retried for two days, or reach the HTTP client as something other than the operator meant.
+
+    Accepts an absolute http(s) URL whose host is a name, a dotted-quad IPv4 address or a
+    bracketed IPv6 address, with an optional port 1-65535. Refuses control characters, spaces
+    and other invisible characters anywhere (CRLF would split a request or a log line),
+    `user:pass@` (credentials in a URL end up in logs and `subscribers list`), and anything the
+    HTTP client (yarl, under aiohttp) would read differently from this check.
+    Returns the URL unchanged.
+    """
+    if len(url) > MAX_URL_LENGTH:
+        raise _bad_url(url, f"longer than {MAX_URL_LENGTH} characters")
+    for char in url:
+        category = unicodedata.category(char)
+        if char == " ":
+            raise _bad_url(url, "contains a space; a host has none, and a path or query writes it %20")
+        if category == "Cc":
+            raise _bad_url(url, f"contains the control character U+{ord(char):04X}")
+        if category[0] in "CZ":  # format characters (zero-width…), other spaces, separators
+            raise _bad_url(url, f"contains the invisible character U+{ord(char):04X}")
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme.lower() not in ("http", "https"):
+        raise _bad_url(url, "use an absolute http:// or https:// URL")
+    netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if "@" in netloc:
+        raise _bad_url(url, "user:password@ is not allowed (credentials in a URL end up in logs)")
+    host, port = _split_host_port(url, netloc)
+    try:
+        parsed = yarl.URL(url)
+        client_host, client_port = parsed.raw_host, parsed.explicit_port
+    except ValueError as exc:  # the HTTP client could never send to it
+        raise _bad_url(url, f"not a URL the HTTP client can use ({exc})") from None
+    if client_host != host or client_port != port:
+        raise _bad_url(url, "the host or port is ambiguous; write it plainly")
     return url
+
+
+# A URL is an operator's line, not a document; browsers and proxies cap near here too.
+MAX_URL_LENGTH = 2048
+_HOST_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
+_DOTTED = re.compile(r"[0-9.]+")
+
+
+def _split_host_port(url: str, netloc: str) -> tuple[str, int | None]:
+    """The host (as the HTTP client writes it: lower case, IDNA, IPv6 compressed) and the port."""
+    if netloc.startswith("["):
+        inside, bracket, after = netloc[1:].partition("]")
+        if not bracket:
+            raise _bad_url(url, "the [ before an IPv6 address has no closing ]")
+        if "%" in inside:
+            raise _bad_url(url, "IPv6 zone ids (%…) are not supported")
+        try:
+            host = str(ipaddress.IPv6Address(inside))
+        except ValueError:
+            raise _bad_url(url, f"[{inside}] is not an IPv6 address") from None
+    else:
+        name, colon, port_part = netloc.partition(":")
+        after = colon + port_part
+        if "[" in netloc or "]" in netloc:
+            raise _bad_url(url, "[ ] belong around an IPv6 address only")
+        host = _check_name(url, name)
+    if not after:
+        return host, None
+    port_text = after.removeprefix(":")
+    if not after.startswith(":") or not (port_text.isascii() and port_text.isdigit()):
+        raise _bad_url(url, f"{after!r} after the host is not :PORT")
+    if not 1 <= int(port_text) <= 65535:
+        raise _bad_url(url, f"port {port_text} is not between 1 and 65535")
+    return host, int(port_text)
+
+
+def _check_name(url: str, name: str) -> str:
+    if not name:
+        raise _bad_url(url, "has no host")
+    if _DOTTED.fullmatch(name):  # 127.1, 2130706433 and 0177.0.0.1 mean different hosts to different parsers
+        try:
+            return str(ipaddress.IPv4Address(name))
+        except ValueError:
+            raise _bad_url(url, f"{name} is not a dotted-quad IPv4 address (write e.g. 192.0.2.10)") from None
+    try:
+        ascii_name = yarl.URL.build(scheme="http", host=name).raw_host or ""
+    except (ValueError, UnicodeError):
+        raise _bad_url(url, f"{name!r} is not a host name") from None
+    labels = ascii_name.removesuffix(".").split(".")
+    if len(ascii_name) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        raise _bad_url(url, f"{name!r} is not a host name (letters, digits, - and . only)")
+    return ascii_name
+
+
+def _bad_url(url: str, problem: str) -> ConfigError:
+    # repr() keeps CR, LF and other controls on one line; the cut keeps the line short.
+    shown = repr(url[:100]) + ("…" if len(url) > 100 else "")
+    return ConfigError(f"subscriber URL {shown}: {problem}")
 
 
 def check_event_types(types: list[str] | None) -> list[str] | None:
