@@ -44,7 +44,7 @@ AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]
 
 
 class DeniedAddress(OSError):
-    """The target resolves only to addresses inside RECEIVER_DENY_NETWORKS."""
+    """The address about to be connected to, or every address a name resolves to, is denied."""
 
 
 # Addresses that reach this host although they are not in 127.0.0.0/8 or ::1: connecting to
