@@ -1,4 +1,9 @@
-"""The `receiver publish` process: the publisher, its /healthz and /metrics, and signals.
+"""The `receiver publish` process: the publisher, its /healthz, /readyz and /metrics, and signals.
+
+/healthz says the process is alive and started (an orchestrator restarts it otherwise);
+/readyz says whether it can deliver right now: 503 while PostgreSQL or a configured broker
+is away, with the reason. The publisher waits for them and recovers by itself, so a
+failing /readyz is for dashboards and alerts, not a reason to restart it.
 
 SIGTERM (or Ctrl-C) stops claiming, lets the sends in flight finish, writes
 their outcomes back and exits 0.
@@ -34,7 +39,9 @@ def metrics_app(publisher: Publisher) -> Starlette:
     exposition = metrics.Exposition()
 
     async def healthz(request: Request) -> Response:
-        return json_response({"status": "ok" if publisher.ready else "starting"}, 200 if publisher.ready else 503)
+        # Liveness only: the publisher may wait for PostgreSQL at start-up for as long as it is
+        # away, and an orchestrator must not restart it for that (/readyz says what it waits for).
+        return json_response({"status": "ok"}, 200)
 
     async def metrics_endpoint(request: Request) -> Response:
         try:
@@ -46,7 +53,24 @@ def metrics_app(publisher: Publisher) -> Starlette:
         body, content_type = exposition.render()
         return Response(body, 200, media_type=content_type)
 
-    return Starlette(routes=[Route("/healthz", healthz), Route("/metrics", metrics_endpoint)])
+    async def readyz(request: Request) -> Response:
+        reasons = unready(publisher)
+        if reasons:
+            return json_response({"status": "unavailable", "reason": "; ".join(reasons)}, 503)
+        return json_response({"status": "ready"}, 200)
+
+    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics_endpoint)])
+
+
+def unready(publisher: Publisher) -> list[str]:
+    """Why the publisher cannot deliver right now, as its last attempts found: empty when it can."""
+    reasons = [] if publisher.ready else ["starting"]
+    if not publisher.database.is_up:
+        reasons.append(f"database: {publisher.database.reason}")
+    for kind, sink in publisher.brokers.items():
+        if not sink.connected:
+            reasons.append(f"{kind}: not connected to {sink.broker} at {sink.display_url}")
+    return reasons
 
 
 async def publish(settings: Settings, *, concurrency: int, metrics_port: int) -> None:

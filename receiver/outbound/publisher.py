@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import random
 import socket
@@ -45,12 +46,13 @@ from typing import Any, Literal, TypeVar
 
 import psycopg
 
-from receiver.core import background, db, metrics, notify
+from receiver.core import background, db, metrics, notify, outage
 from receiver.core.config import Settings
 from receiver.core.errors import DatabaseUnavailable
 from receiver.jobs import doitong, reconcile
 from receiver.outbound import outbox, subscriptions
 from receiver.outbound.sinks.base import Message, Result, Sink, Unconfigured
+from receiver.outbound.sinks.broker import BrokerSink
 from receiver.outbound.sinks.http import HttpPool
 from receiver.outbound.subscriptions import Subscription
 
@@ -79,7 +81,7 @@ class Publisher:
         self.engine = db.create_engine(self.database_url, pool_size=1, timeout=settings.db_timeout)
         self.http: HttpPool | None = None
         self.doitong: doitong.DoitongClient | None = None
-        self.brokers: dict[str, Sink] = {}
+        self.brokers: dict[str, BrokerSink] = {}
         self.subscriptions: dict[str, Subscription] = {}
         # Where each subscription's deliveries go, rebuilt with `subscriptions`: an HTTP
         # subscription's own sink, or the broker's.
@@ -119,6 +121,10 @@ class Publisher:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self.ready = False
+        # PostgreSQL as the last attempt found it: one log line when it goes and one when it is
+        # back (not one per turn), the back-off between turns meanwhile, and /readyz's answer.
+        poll = settings.poll_interval.total_seconds()
+        self.database = outage.Dependency("database", log, first_backoff=poll, max_backoff=max(poll, 10.0))
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -127,16 +133,18 @@ class Publisher:
         `background.TaskFailed` (after the same drain) when a background task it cannot do
         without failed."""
         self._stop = stop
-        await self._start()
+        await self._start(stop)
         tasks = self._start_background(stop)
         try:
             while not stop.is_set():
                 self._wake.clear()
                 try:
                     more = await self._turn()
+                    self.database.up()
                 except DatabaseUnavailable as exc:
-                    log.warning("database unavailable: %s; retrying", exc)
-                    more = False
+                    self.database.down(exc, doing="claiming")
+                    await self.database.pause(stop)
+                    continue
                 except Exception:
                     # A publisher that dies quietly while the server keeps accepting is the worst
                     # outcome: log, back off, keep going (claims of a turn that failed expire).
@@ -186,20 +194,29 @@ class Publisher:
             )
         return tasks
 
-    async def _start(self) -> None:
-        await self.pool.open(wait=False)
-        self.http = HttpPool(
-            timeout=self.settings.http_timeout.total_seconds(),
-            deny_networks=self.settings.deny_networks,
-            limit=self.concurrency,
-        )
-        await self._start_brokers()
-        with contextlib.suppress(DatabaseUnavailable):
-            await self._refresh_subscriptions(force=True)
+    async def _start(self, stop: asyncio.Event) -> None:
+        """Open what the publisher holds. Only bad configuration raises (and what was opened is
+        closed first); a database or broker that is away is waited for or left to reconnect."""
+        configured = self._configured_brokers()  # ConfigError before anything is opened
+        outage.quiet_pool_retries()  # self.database says when PostgreSQL goes and comes back
+        try:
+            await self.pool.open(wait=False)
+            self.http = HttpPool(
+                timeout=self.settings.http_timeout.total_seconds(),
+                deny_networks=self.settings.deny_networks,
+                limit=self.concurrency,
+            )
+            await self._start_brokers(configured, stop)
+            if not stop.is_set():
+                with contextlib.suppress(DatabaseUnavailable):
+                    await self._refresh_subscriptions(force=True)
+        except BaseException:
+            await self._close()
+            raise
         self.ready = True
 
-    async def _start_brokers(self) -> None:
-        configured: list[tuple[Literal["nats", "amqp"], Any]] = []
+    def _configured_brokers(self) -> list[tuple[Literal["nats", "amqp"], BrokerSink]]:
+        configured: list[tuple[Literal["nats", "amqp"], BrokerSink]] = []
         if self.settings.nats_url:
             from receiver.outbound.sinks.nats import NatsSink
 
@@ -210,6 +227,7 @@ class Publisher:
                         self.settings.nats_url,
                         stream=self.settings.nats_stream,
                         subject_prefix=self.settings.nats_subject_prefix,
+                        duplicate_window=duplicate_window(self.settings),
                     ),
                 )
             )
@@ -217,14 +235,32 @@ class Publisher:
             from receiver.outbound.sinks.amqp import AmqpSink
 
             configured.append(("amqp", AmqpSink(self.settings.amqp_url, exchange=self.settings.amqp_exchange)))
+        return configured
+
+    async def _start_brokers(
+        self, configured: list[tuple[Literal["nats", "amqp"], BrokerSink]], stop: asyncio.Event
+    ) -> None:
         for kind, sink in configured:
+            # Owned from here on, so that _close closes it whatever happens next.
+            self.brokers[kind] = sink
             try:
                 await sink.connect()
             except Exception as exc:  # the sink reconnects by itself; deliveries retry meanwhile
                 log.warning("%s broker not reachable at start-up (%s); deliveries will retry", kind, exc)
-            self.brokers[kind] = sink
-            async with db.begin(self.engine) as conn:
-                await subscriptions.ensure_broker(conn, kind, sink.display_url)
+        # Each broker is a subscription row, which its deliveries need: without the database
+        # nothing can be claimed anyway, so wait for it here (until stop), trying with back-off.
+        pending = {kind: sink.display_url for kind, sink in configured}
+        while pending and not stop.is_set():
+            try:
+                async with db.begin(self.engine) as conn:
+                    for kind, display_url in pending.items():
+                        await subscriptions.ensure_broker(conn, kind, display_url)
+            except DatabaseUnavailable as exc:
+                self.database.down(exc, doing="registering the brokers")
+                await self.database.pause(stop)
+            else:
+                self.database.up()
+                pending = {}
 
     async def _drain(self) -> None:
         # Claims not started go back at once, for another publisher (or the next start), before
@@ -240,6 +276,8 @@ class Publisher:
     async def _final_flush(self) -> None:
         """Write back what can be written; at shutdown nothing may stop the drain (what is not
         written back runs out with its lease and is sent again)."""
+        if not self._completions and not self._gone:
+            return  # nothing to write: no need to wait for a connection (PostgreSQL may be away)
         try:
             async with db.translated(), self.pool.connection() as conn:
                 await self._flush(conn)
@@ -500,11 +538,14 @@ class Publisher:
                 ) as conn:
                     await conn.execute(f"LISTEN {notify.CHANNEL}")
                     backoff = 0.5
+                    self.database.up()
                     self._notified()  # anything committed while we were not listening
                     async for _ in conn.notifies():
                         self._notified()
             except psycopg.Error as exc:
-                log.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, backoff)
+                # A warning once per outage (self.database); every attempt only at debug.
+                self.database.down(exc, doing="LISTEN")
+                log.debug("LISTEN connection lost (%s); reconnecting in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
 
@@ -550,12 +591,21 @@ class Publisher:
                     if self._fanned_since_analyze >= ANALYZE_AFTER and self._analyze:
                         await self._keep_statistics(conn)
             except DatabaseUnavailable as exc:
-                log.warning("fan-out: database unavailable: %s; retrying", exc)
+                self.database.down(exc, doing="fan-out")
                 await _first(stop.wait(), timeout=poll)
             except psycopg.Error:
                 # E.g. a statement timeout or a deadlock: the statement was rolled back, try again.
                 log.exception("fan-out failed; retrying")
                 await _first(stop.wait(), timeout=poll)
+
+
+def duplicate_window(settings: Settings) -> float:
+    """Seconds a broker should recognise a message id again: from a first attempt to the last
+    retry of the schedule at its longest (every wait +20 %, see `_wait_before_retry`), plus
+    one lease for the claim and the send. A publish whose ack was lost and that is retried
+    within this is dropped by JetStream as a duplicate."""
+    longest = sum(wait.total_seconds() for wait in settings.retry_schedule) * 1.2
+    return math.ceil(longest + settings.lease_timeout.total_seconds())
 
 
 async def _first(*waits: Any, timeout: float) -> bool:

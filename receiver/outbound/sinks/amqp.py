@@ -65,6 +65,11 @@ class AmqpSink(BrokerSink):
         super().__init__(publish_timeout=publish_timeout, retry_interval=reconnect_interval)
         self._up = False  # only for logging a drop once, not on every failed reconnect
 
+    @property
+    def connected(self) -> bool:
+        connection = self._connection
+        return connection is not None and not connection.is_closed and connection.connected.is_set()
+
     async def _send(self, message: Message) -> Result:
         routing_key = message.event_type
         outgoing = aio_pika.Message(

@@ -87,6 +87,11 @@ class BrokerSink(ABC):
         if self._closed:
             raise Unavailable(f"{self.broker} sink is closed")
 
+    @property
+    @abstractmethod
+    def connected(self) -> bool:
+        """Whether the last word from the broker is that the sink can publish (for /readyz)."""
+
     @abstractmethod
     async def _establish(self, *, eager: bool = False) -> object: ...
 

@@ -3,6 +3,12 @@
 Every message carries `Nats-Msg-Id: <event id>`, so a retry that races a lost
 ack is dropped by the stream's de-duplication window and answered with a
 duplicate ack, which counts as delivered.
+
+That holds only inside the stream's duplicate window (JetStream's default is
+2 minutes), and the publisher's retries go on for days. A stream this sink
+creates gets `duplicate_window` (the publisher passes one that covers its whole
+retry schedule); an existing stream keeps its own, with a warning at connect
+when it is shorter, since a retry later than it lands as a second message.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ class NatsSink(BrokerSink):
         connect_timeout: float = 2.0,
         publish_timeout: float = 5.0,
         reconnect_wait: float = 1.0,
+        duplicate_window: float = 0.0,
     ) -> None:
         self._servers = _parse_servers(url)
         self.display_url = ",".join(_redact(server) for server in self._servers)
@@ -64,6 +71,11 @@ class NatsSink(BrokerSink):
         for name, value in (("connect_timeout", connect_timeout), ("publish_timeout", publish_timeout)):
             if value <= 0:
                 raise ConfigError(f"NATS {name} must be positive, not {value}")
+        if duplicate_window < 0:
+            raise ConfigError(f"NATS duplicate_window must be 0 (the server's default) or more, not {duplicate_window}")
+        # Seconds; 0 leaves the server's default (2 minutes).
+        self.duplicate_window = duplicate_window
+        self._window_checked = False  # warn about a short window once, not on every reconnect
         self.stream = stream
         self.subject_prefix = subject_prefix
         self._connect_timeout = connect_timeout
@@ -80,6 +92,11 @@ class NatsSink(BrokerSink):
     def subject_for(self, event_type: str) -> str:
         """The subject an event type is published on, e.g. `doitong.job.completed`."""
         return f"{self.subject_prefix}.{event_type}"
+
+    @property
+    def connected(self) -> bool:
+        nc = self._nc
+        return nc is not None and nc.is_connected and self._stream_ready
 
     async def _send(self, message: Message) -> Result:
         if any(_BAD_TOKEN.search(token) for token in message.event_type.split(".")):
@@ -210,21 +227,56 @@ class NatsSink(BrokerSink):
     async def _ensure_stream(self, nc: Client) -> None:
         jsm = nc.jsm(timeout=self._publish_timeout)
         try:
-            await jsm.stream_info(self.stream)
-            return
+            info = await jsm.stream_info(self.stream)
         except nats.js.errors.NotFoundError:
             pass
-        config = StreamConfig(name=self.stream, subjects=[self.subjects], storage=StorageType.FILE)
+        else:
+            self._check_window(info.config)
+            return
+        config = StreamConfig(
+            name=self.stream,
+            subjects=[self.subjects],
+            storage=StorageType.FILE,
+            # The server keeps each message id for this long (memory per message, see README).
+            duplicate_window=self.duplicate_window,
+        )
         try:
             await jsm.add_stream(config)
         except nats.js.errors.APIError as exc:
             # Another process may have created it between our two calls; that one stands.
             try:
-                await jsm.stream_info(self.stream)
+                info = await jsm.stream_info(self.stream)
             except nats.js.errors.NotFoundError:
                 raise exc from None
+            self._check_window(info.config)
             return
-        log.info("created JetStream stream %s for %s", self.stream, self.subjects)
+        self._window_checked = True
+        log.info(
+            "created JetStream stream %s for %s (duplicate window %s)",
+            self.stream,
+            self.subjects,
+            _span(self.duplicate_window) if self.duplicate_window else "the server's default",
+        )
+
+    def _check_window(self, config: StreamConfig) -> None:
+        """Warn (once per sink) when an existing stream forgets message ids sooner than the
+        publisher may retry: a retry after its window is stored, and consumed, twice."""
+        if self._window_checked or not self.duplicate_window:
+            return
+        self._window_checked = True
+        window = config.duplicate_window or 0.0
+        if window + 1 < self.duplicate_window:  # the server rounds to nanoseconds
+            log.warning(
+                "JetStream stream %s keeps message ids for %s, but deliveries are retried for up to %s: "
+                "a publish whose ack was lost and that is retried after %s is stored twice "
+                "(raise it with `nats stream edit %s --dupe-window %ds`)",
+                self.stream,
+                _span(window) if window else "the server's default (2m)",
+                _span(self.duplicate_window),
+                _span(window) if window else "2m",
+                self.stream,
+                math.ceil(self.duplicate_window),
+            )
 
     async def _on_error(self, exc: Exception) -> None:
         nc = self._nc
@@ -245,6 +297,15 @@ class NatsSink(BrokerSink):
         # The server may be a fresh one without our stream: check it before the next publish.
         self._stream_ready = False
         log.info("reconnected to NATS at %s", self.display_url)
+
+
+def _span(seconds: float) -> str:
+    """Seconds as people read a window: `2m`, `56h 4m`."""
+    minutes, _ = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if not hours:
+        return f"{minutes}m" if minutes else f"{int(seconds)}s"
+    return f"{hours}h {minutes}m" if minutes else f"{hours}h"
 
 
 def _parse_servers(url: str) -> list[str]:
