@@ -133,6 +133,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
+        _check_decodable(env)
         http_timeout = _duration(env, "RECEIVER_HTTP_TIMEOUT", "15s")
         lease_timeout = _duration(env, "RECEIVER_LEASE_TIMEOUT", "30s")
         if lease_timeout <= http_timeout:
@@ -207,6 +208,20 @@ def decode_master_key(text: str) -> bytes:
     if len(key) != MASTER_KEY_BYTES:
         raise ValueError(f"{len(key)} bytes, not {MASTER_KEY_BYTES}")
     return key
+
+
+def _check_decodable(env: Mapping[str, str]) -> None:
+    """os.environ hands bytes that are not UTF-8 over as lone surrogates; such a value would fail
+    at its first use (the webhook secret on every webhook, the API token on every call), so it
+    stops start-up instead."""
+    for name, _, _ in ENVIRONMENT:
+        value = env.get(name)
+        if value is None:
+            continue
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ConfigError(f"{name}: the value is not valid UTF-8; set it again as plain text") from None
 
 
 def _database_url(value: str | None) -> str | None:
