@@ -55,6 +55,8 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("RECEIVER_PORT", "8080", "port to bind (--port)"),
     ("RECEIVER_WORKERS", "1", "server worker processes (--workers)"),
     ("RECEIVER_MAX_BODY_BYTES", "1048576", "request body limit"),
+    ("RECEIVER_MAX_IDEMPOTENCY_KEY_BYTES", "255", "longest idempotency key header (400 above)"),
+    ("RECEIVER_MAX_STORED_HEADER_BYTES", "8192", "headers kept per webhook; the rest left out"),
     ("RECEIVER_LOG_FORMAT", "text", "text or json"),
     ("RECEIVER_LOG_LEVEL", "info", "debug, info, warning, error (--verbose: debug)"),
     ("RECEIVER_DB_POOL_SIZE", "16", "connections per server worker"),
@@ -104,6 +106,8 @@ class Settings:
     port: int = 8080
     workers: int = 1
     max_body_bytes: int = 1024 * 1024
+    max_idempotency_key_bytes: int = 255
+    max_stored_header_bytes: int = 8192
     log_format: LogFormat = "text"
     log_level: str = "INFO"
     db_pool_size: int = 16
@@ -150,6 +154,9 @@ class Settings:
             port=_int(env, "RECEIVER_PORT", 8080, low=MIN_PORT, high=MAX_PORT),
             workers=_int(env, "RECEIVER_WORKERS", 1, low=1, high=256),
             max_body_bytes=_int(env, "RECEIVER_MAX_BODY_BYTES", 1024 * 1024, low=1024),
+            # Above 1,024 a key could approach PostgreSQL's b-tree entry limit (receiver/inbound/idempotency.py).
+            max_idempotency_key_bytes=_int(env, "RECEIVER_MAX_IDEMPOTENCY_KEY_BYTES", 255, low=16, high=1024),
+            max_stored_header_bytes=_int(env, "RECEIVER_MAX_STORED_HEADER_BYTES", 8192, low=1024, high=1024 * 1024),
             log_format=_log_format(env.get("RECEIVER_LOG_FORMAT")),
             log_level=_log_level(env.get("RECEIVER_LOG_LEVEL")),
             db_pool_size=_int(env, "RECEIVER_DB_POOL_SIZE", 16, low=1, high=1000),

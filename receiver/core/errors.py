@@ -22,6 +22,10 @@ class PayloadError(ReceiverError):
     """A webhook body is not a JSON object with string `id` and `status`."""
 
 
+class IdempotencyKeyError(ReceiverError):
+    """A webhook's idempotency key header is too long or not printable ASCII."""
+
+
 class BodyTooLarge(ReceiverError):
     """A request body went past the configured limit."""
 

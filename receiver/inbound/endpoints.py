@@ -23,7 +23,8 @@ from receiver.core.errors import AlreadyExists, ConfigError, NotFound, SecretDec
 log = logging.getLogger("receiver.inbound.endpoints")
 
 DEFAULT = "default"
-_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+MAX_NAME_LENGTH = 63  # the webhook handler answers 404 to a longer URL segment without a lookup
+_NAME = re.compile(rf"[a-z0-9][a-z0-9_-]{{0,{MAX_NAME_LENGTH - 1}}}")
 
 
 @dataclass(frozen=True, slots=True)

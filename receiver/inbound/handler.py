@@ -22,10 +22,16 @@ from prometheus_client import Counter
 from starlette.types import Receive, Scope, Send
 
 from receiver.core import db, metrics
-from receiver.core.errors import BodyTooLarge, DatabaseUnavailable, PayloadError, SignatureError
+from receiver.core.errors import (
+    BodyTooLarge,
+    DatabaseUnavailable,
+    IdempotencyKeyError,
+    PayloadError,
+    SignatureError,
+)
 from receiver.core.logs import FIELDS_KEY
 from receiver.inbound import idempotency, ingest, payloads, signatures
-from receiver.inbound.endpoints import DEFAULT
+from receiver.inbound.endpoints import DEFAULT, MAX_NAME_LENGTH
 from receiver.inbound.state import AppState
 
 log = logging.getLogger("receiver.inbound.handler")
@@ -36,6 +42,9 @@ _REDACTED_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization",
 _LOOKED_UP = frozenset({"content-encoding", "content-length", *idempotency.HEADERS})
 _SIGNATURE = signatures.HEADER.encode("latin-1")
 _UNKNOWN = "(unknown)"
+# The entry inbound_webhooks.headers gets when headers were left out. A header name is an HTTP
+# token, which cannot hold "(", so no request header can pose as it.
+LEFT_OUT = "(left out)"
 _JSON = (b"content-type", b"application/json")
 
 
@@ -55,15 +64,22 @@ class Answer:
 class _Headers:
     """What the handler needs from the request headers, read in one pass."""
 
-    stored: dict[str, str]  # what inbound_webhooks.headers keeps (last occurrence, secrets left out)
+    stored: dict[str, str]  # what inbound_webhooks.headers keeps (last occurrence, secrets left out, bounded)
     looked_up: dict[str, str]  # first occurrence of each name in _LOOKED_UP
     signatures: list[str]  # every X-Doitong-Signature value, in order
 
     @classmethod
-    def of(cls, raw: list[tuple[bytes, bytes]]) -> _Headers:
+    def of(cls, raw: list[tuple[bytes, bytes]], budget: int) -> _Headers:
+        """`budget` bytes of names and values are stored, in arrival order; a header that does not
+        fit in what is left is left out (later, smaller ones may still fit), and LEFT_OUT says how
+        many and how big. Refusing instead would make the provider retry a signed, valid webhook
+        forever because a proxy on the way added headers; the headers are kept for forensics, and
+        the header block as a whole is bounded by the HTTP layer. Cost: a len() and a comparison
+        per header."""
         stored: dict[str, str] = {}
         looked_up: dict[str, str] = {}
         signature_values: list[str] = []
+        left_out = left_out_bytes = 0
         for raw_name, raw_value in raw:
             value = raw_value.decode("latin-1")
             if raw_name == _SIGNATURE:
@@ -72,7 +88,16 @@ class _Headers:
             if name in _LOOKED_UP and name not in looked_up:
                 looked_up[name] = value
             if name not in _REDACTED_HEADERS:
-                stored[name] = value
+                # Each occurrence of a repeated name is charged, although only the last is kept.
+                size = len(raw_name) + len(raw_value)
+                if size <= budget:
+                    stored[name] = value
+                    budget -= size
+                else:
+                    left_out += 1
+                    left_out_bytes += size
+        if left_out:
+            stored[LEFT_OUT] = f"{left_out} header(s), {left_out_bytes} bytes, over RECEIVER_MAX_STORED_HEADER_BYTES"
         return cls(stored, looked_up, signature_values)
 
 
@@ -89,6 +114,11 @@ async def asgi(state: AppState, scope: Scope, receive: Receive, send: Send) -> N
         name = DEFAULT
     elif rest.startswith("/") and "/" not in rest[1:].rstrip("/"):
         name = rest[1:].rstrip("/")
+        if len(name) > MAX_NAME_LENGTH:
+            # No endpoint can have this name (endpoints.check_name): no lookup, and no unbounded
+            # name in the log line. Not counted, like the other malformed paths here.
+            await _send(send, Answer(404, {"error": "unknown_endpoint"}, "not_found"))
+            return
     else:
         await _send(send, Answer(404, {"error": "not_found"}, "not_found"))
         return
@@ -124,10 +154,10 @@ async def _handle(
             return _unavailable(state, "endpoints not loaded yet")
         return Answer(404, {"error": "unknown_endpoint"}, "not_found")
 
-    headers = _Headers.of(scope["headers"])
+    headers = _Headers.of(scope["headers"], state.settings.max_stored_header_bytes)
     encoding = headers.looked_up.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
-        fields["reason"] = f"content-encoding {encoding}"
+        fields["reason"] = f"content-encoding {_clip(encoding)}"
         return Answer(415, {"error": "unsupported_content_encoding"}, "unsupported_encoding")
 
     limit = state.settings.max_body_bytes
@@ -156,10 +186,15 @@ async def _handle(
 
     digest = idempotency.body_digest(body)
     try:
+        key = idempotency.key_for(headers.looked_up, digest, state.settings.max_idempotency_key_bytes)
+    except IdempotencyKeyError as exc:
+        fields["reason"] = str(exc)
+        return Answer(400, {"error": "invalid_idempotency_key", "detail": str(exc)}, "bad_request")
+    try:
         result = await _ingest(
             state,
             endpoint=name,
-            idempotency_key=idempotency.key_for(headers.looked_up, digest),
+            idempotency_key=key,
             body_sha256=digest,
             headers=headers.stored,
             body=body,
@@ -228,6 +263,11 @@ async def _send(send: Send, answer: Answer) -> None:
     headers = [_JSON, (b"content-length", str(len(body)).encode()), *answer.headers]
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _clip(text: str, limit: int = 64) -> str:
+    """A header value as a log field: bounded, so no request makes a log line of any size."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 def _unavailable(state: AppState, reason: str) -> Answer:
