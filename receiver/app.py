@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from receiver.core import crypto, db, logs, metrics, migrate
+from receiver.core import crypto, db, logs, metrics, migrate, outage
 from receiver.core.background import BackgroundTasks, TaskFailed
 from receiver.core.config import Settings
 from receiver.core.errors import DatabaseUnavailable, ReceiverError
@@ -54,13 +54,17 @@ def create_app(settings: Settings, *, with_publisher: bool = False) -> ReceiverA
         )
         app.state.receiver = state
         await pool.open(wait=False)
-        await _refresh_endpoints(state)
+        # PostgreSQL away: one line when it goes and one when it is back (not one per pool
+        # attempt or per refresh); requests get 503 and /readyz says why meanwhile.
+        outage.quiet_pool_retries()
+        database = outage.Dependency("database", log)
+        await _refresh_endpoints(state, database)
         # Everything allocated so far lives as long as the process: keep it out of the
         # collector's full passes, which otherwise show up as tail-latency spikes.
         gc.freeze()
         # Both loops can recover from anything (the next pass reloads / notifies again): restart.
         tasks = BackgroundTasks(log, asyncio.Event())
-        tasks.start("endpoint-refresh", lambda: _refresh_loop(state), on_failure="restart")
+        tasks.start("endpoint-refresh", lambda: _refresh_loop(state, database), on_failure="restart")
         tasks.start("outbox-notify", state.notifier.run, on_failure="restart")
         stop_publisher = asyncio.Event()
         publishing = None
@@ -196,20 +200,21 @@ async def metrics_endpoint(request: Request) -> Response:
     return Response(body, 200, media_type=content_type)
 
 
-async def _refresh_endpoints(state: AppState) -> None:
+async def _refresh_endpoints(state: AppState, database: outage.Dependency) -> None:
     try:
         async with db.begin(state.engine) as conn:
             await endpoints.refresh(state.secrets, conn, state.master_key)
+        database.up()
     except DatabaseUnavailable as exc:
-        log.warning("could not load endpoints: %s", exc)
+        database.down(exc, doing="loading endpoints")
     except ReceiverError as exc:
         log.error("could not load endpoints: %s", exc)
     except sa.exc.ProgrammingError as exc:
         log.error("could not load endpoints (schema missing? run `receiver migrate`): %s", exc.orig)
 
 
-async def _refresh_loop(state: AppState) -> None:
+async def _refresh_loop(state: AppState, database: outage.Dependency) -> None:
     interval = state.settings.endpoint_refresh.total_seconds()
     while True:
         await asyncio.sleep(interval)
-        await _refresh_endpoints(state)
+        await _refresh_endpoints(state, database)

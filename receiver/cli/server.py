@@ -15,13 +15,14 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 import uvicorn
 
-from receiver.core import config, crypto, db, embedded_postgres, embedded_uvicorn, migrate
+from receiver.core import config, crypto, db, embedded_postgres, embedded_uvicorn, migrate, outage
 from receiver.core.config import Settings
 from receiver.core.errors import ConfigError, DatabaseUnavailable, ReceiverError, SecretDecryptError
 from receiver.inbound import endpoints
@@ -80,6 +81,23 @@ def _migrate(url: str) -> str | None:
         raise DatabaseUnavailable(f"cannot migrate: {str(exc.orig).strip().splitlines()[0]}") from None
 
 
+def _migrate_when_reachable(url: str) -> None:
+    """`receiver run` waits for a database that is away at start-up, trying with back-off and
+    logging once when it goes and once when it is back (`receiver migrate`, a one-off
+    command, fails instead). SIGTERM or Ctrl-C ends the wait."""
+    database = outage.Dependency("database", log, max_backoff=10.0)
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    while True:
+        try:
+            _migrate(url)
+        except DatabaseUnavailable as exc:
+            database.down(exc, doing="migrating at start-up")
+            time.sleep(database.next_wait())
+        else:
+            database.up()
+            return
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     settings = _with_flags(settings, args)
     settings.require_database_url()
@@ -107,7 +125,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         _server, url = embedded_postgres.start(settings.home)
         settings = settings.replace(database_url=url)
     url = settings.require_database_url()
-    _migrate(url)
+    _migrate_when_reachable(url)
     if not settings.webhook_secrets:
         settings = settings.replace(webhook_secrets=(_dev_webhook_secret(settings.home),))
     asyncio.run(_preflight(settings))
