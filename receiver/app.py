@@ -87,8 +87,7 @@ def create_app(settings: Settings, *, with_publisher: bool = False) -> ReceiverA
             await engine.dispose()
 
     routes = [
-        Route("/v1/jobs", api.register, methods=["POST"]),
-        Route("/v1/jobs", api.list_jobs, methods=["GET"]),
+        Route("/v1/jobs", api.jobs, methods=["GET", "POST"]),  # one route: a 405's Allow lists both
         Route("/v1/jobs/{job_id}", api.get_job, methods=["GET"]),
         Route("/openapi.json", openapi_document, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),

@@ -4,22 +4,27 @@
 Every call needs `Authorization: Bearer $RECEIVER_API_TOKEN` (compared in
 constant time). Without a configured token the routes answer 404, as if they
 did not exist.
+
+Every limit below is also in /openapi.json (receiver/jobs/openapi.py reads them from here), and
+every value from a request is checked before it reaches SQL: a test runs schemathesis with all
+its checks against the document.
 """
 
 from __future__ import annotations
 
 import binascii
 import hmac
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from receiver.core import base64url, db, durations, metrics, tables
-from receiver.core.errors import ConfigError, DatabaseUnavailable
+from receiver.core import base64url, db, durations, json_depth, metrics, tables
+from receiver.core.errors import BodyTooLarge, ConfigError, DatabaseUnavailable
 from receiver.inbound.state import AppState, json_response
 from receiver.jobs import registration
 
@@ -34,7 +39,25 @@ _FIELDS = {
     "credit_cost": int,
     "input": dict,
 }
-_MAX_LENGTH = {"id": 255, "service": 64, "type": 64, "client_reference": 255}
+MAX_LENGTH = {"id": 255, "service": 64, "type": 64, "client_reference": 255}
+MAX_TAGS = 50
+MAX_TAG_KEY_LENGTH = 64
+MAX_TAG_VALUE_LENGTH = 255
+# Longer than any cursor this API issues: base64url of ["<time>", "<id of 255 characters>"],
+# each character at most 6 bytes once JSON-escaped.
+MAX_CURSOR_LENGTH = 2200
+# What `since` accepts, in /openapi.json too, so that every value the pattern admits is a time
+# this API can use: real calendar dates (no 0000-00-00, no 30 February), hours below 24, and
+# [0-9] rather than \d, which matches other scripts' digits in Python.
+_YEAR = "(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})"
+_MONTH_DAY = "((0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])|(0[13-9]|1[0-2])-(29|30)|(0[13578]|1[02])-31)"
+_LEAP_DAY = "([0-9]{2}(0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)-02-29"
+_TIME = r"[T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?"
+_DURATION = r"([0-9]+(\.[0-9]+)?(ms|d|h|m|s))+"
+SINCE_PATTERN = f"^(?:(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_DAY})(?:{_TIME})?|{_DURATION})$"
+_SINCE = re.compile(SINCE_PATTERN)
+_IS_DURATION = re.compile(_DURATION)
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 _JOB_COLUMNS = [
     c
     for c in tables.jobs.c
@@ -44,6 +67,11 @@ _JOB_COLUMNS = [
 
 class BadRequest(Exception):
     pass
+
+
+async def jobs(request: Request) -> Response:
+    """/v1/jobs: one route for both methods, so that a 405 (and OPTIONS) lists both in `Allow`."""
+    return await (list_jobs(request) if request.method in ("GET", "HEAD") else register(request))
 
 
 def _guard(request: Request) -> Response | None:
@@ -63,8 +91,14 @@ async def register(request: Request) -> Response:
     if (refused := _guard(request)) is not None:
         return refused
     state: AppState = request.app.state.receiver
+    limit = state.settings.max_body_bytes
     try:
-        job = _registration(await request.body())
+        job = _registration(await _body(request, limit))
+    except BodyTooLarge:
+        return json_response({"error": "body_too_large", "limit_bytes": limit}, 413)
+    except ClientDisconnect:
+        # The caller hung up mid-body: nothing registered, nobody left to read this.
+        return json_response({"error": "client_disconnected"}, 400)
     except BadRequest as exc:
         return json_response({"error": "invalid_request", "detail": str(exc)}, 400)
     try:
@@ -127,6 +161,21 @@ async def list_jobs(request: Request) -> Response:
     return json_response({"jobs": [_jsonable(r) for r in page], "next_cursor": next_cursor}, 200)
 
 
+async def _body(request: Request, limit: int) -> bytes:
+    """The body, reading no further than `limit` bytes (RECEIVER_MAX_BODY_BYTES, as for webhooks)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"declared {declared} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"more than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _registration(body: bytes) -> registration.Registration:
     try:
         document = orjson.loads(body)
@@ -134,6 +183,9 @@ def _registration(body: bytes) -> registration.Registration:
         raise BadRequest("body is not valid JSON") from None
     if not isinstance(document, dict):
         raise BadRequest("body is not a JSON object")
+    # Before `input` is walked or serialised again: orjson parses deeper than it writes.
+    if json_depth.deeper_than(document, raw=body):
+        raise BadRequest(f"body nests deeper than {json_depth.MAX_DEPTH} levels of objects and arrays")
     unknown = sorted(set(document) - set(_FIELDS))
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
@@ -146,22 +198,18 @@ def _registration(body: bytes) -> registration.Registration:
             value = int(value)  # JSON Schema counts 80.0 as an integer
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise BadRequest(f"`{name}` must be {'an object' if kind is dict else 'a ' + kind.__name__}")
-        if isinstance(value, str) and not 1 <= len(value) <= _MAX_LENGTH[name]:
-            raise BadRequest(f"`{name}` must be 1 to {_MAX_LENGTH[name]} characters")
+        if isinstance(value, str) and not 1 <= len(value) <= MAX_LENGTH[name]:
+            raise BadRequest(f"`{name}` must be 1 to {MAX_LENGTH[name]} characters")
         if isinstance(value, str) and "\x00" in value:
             raise BadRequest(f"`{name}` cannot contain NUL characters")
         job[name] = value
     if job["id"] is None:
         raise BadRequest("`id` is required: the provider's job id")
     tags = job["tags"]
-    if tags is not None and (
-        len(tags) > 50 or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())
-    ):
-        raise BadRequest("`tags` must be an object of at most 50 string values")
+    if tags is not None:
+        _check_tags(tags)
     if job["credit_cost"] is not None and not 0 <= job["credit_cost"] <= 10**9:
         raise BadRequest("`credit_cost` must be between 0 and 1000000000")
-    if tags is not None and any("\x00" in k or "\x00" in v for k, v in tags.items()):
-        raise BadRequest("`tags` cannot contain NUL characters")
     return registration.Registration(
         id=job["id"],
         service=job["service"],
@@ -171,6 +219,20 @@ def _registration(body: bytes) -> registration.Registration:
         credit_cost=job["credit_cost"],
         input=None if job["input"] is None else _without_nul(job["input"]),
     )
+
+
+def _check_tags(tags: dict[str, Any]) -> None:
+    if len(tags) > MAX_TAGS:
+        raise BadRequest(f"`tags` has {len(tags)} entries; at most {MAX_TAGS}")
+    for key, value in tags.items():
+        if not isinstance(value, str):
+            raise BadRequest(f"`tags` values must be strings (`{key[:MAX_TAG_KEY_LENGTH]}` is not)")
+        if len(key) > MAX_TAG_KEY_LENGTH:
+            raise BadRequest(f"`tags` keys must be at most {MAX_TAG_KEY_LENGTH} characters")
+        if len(value) > MAX_TAG_VALUE_LENGTH:
+            raise BadRequest(f"`tags` values must be at most {MAX_TAG_VALUE_LENGTH} characters")
+        if "\x00" in key or "\x00" in value:
+            raise BadRequest("`tags` cannot contain NUL characters")
 
 
 def _without_nul(value: Any) -> Any:
@@ -237,10 +299,18 @@ def _unavailable(state: AppState) -> Response:
 
 
 def _since(text: str) -> datetime:
+    """The moment `since` names; every value SINCE_PATTERN admits is one (see /openapi.json)."""
+    if _SINCE.fullmatch(text) is None:
+        raise BadRequest("`since` must be an ISO-8601 time such as 2024-05-01T12:00:00Z or a duration such as 24h")
+    if _IS_DURATION.fullmatch(text) is None:
+        moment = datetime.fromisoformat(text)  # the pattern admits only what this reads
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     try:
-        return durations.since(text, setting="since")
-    except (ConfigError, OverflowError):
-        raise BadRequest("`since` must be an ISO-8601 time or a duration such as 24h") from None
+        return datetime.now(UTC) - durations.parse(text, setting="since")
+    except ConfigError:
+        # The pattern let it through, so it is only too long (durations stop at 100 years): since
+        # that long ago is every job there is.
+        return _EARLIEST
 
 
 def _encode_cursor(seen_at: datetime, job_id: str) -> str:
@@ -249,12 +319,20 @@ def _encode_cursor(seen_at: datetime, job_id: str) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The cursor's (first_seen_at, id), each checked as a query parameter would be: its shape
+    alone does not make it one we issued."""
+    refused = BadRequest("`cursor` is not one this API returned")
+    if len(cursor) > MAX_CURSOR_LENGTH:
+        raise refused
     try:
         raw = base64url.decode(cursor)
         seen_at, job_id = orjson.loads(raw)
         moment = datetime.fromisoformat(seen_at)
-    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
-        raise BadRequest("`cursor` is not one this API returned") from None
+        moment_utc = moment.astimezone(UTC)
+    except (binascii.Error, ValueError, TypeError, OverflowError, orjson.JSONDecodeError):
+        raise refused from None
     if not isinstance(job_id, str) or moment.tzinfo is None:
-        raise BadRequest("`cursor` is not one this API returned")
-    return moment, job_id
+        raise refused
+    if not 1 <= len(job_id) <= MAX_LENGTH["id"] or "\x00" in job_id:
+        raise refused  # never an id we store: PostgreSQL refuses NUL in text (a 500 once)
+    return moment_utc, job_id

@@ -7,8 +7,10 @@ from functools import cache
 from typing import Any
 
 from receiver import __version__
+from receiver.core import json_depth
+from receiver.jobs import api
 
-_ERROR = {
+_ERROR: dict[str, Any] = {
     "type": "object",
     "required": ["error"],
     "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
@@ -62,34 +64,38 @@ _JOB_WITH_HISTORY = {
         "history": {"type": "array", "items": _HISTORY_ITEM},
     },
 }
-_SINCE = (
-    r"^(\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})?)?"
-    r"|(\d+(\.\d+)?(ms|d|h|m|s))+)$"
-)
 _NO_NUL = "^[^\\u0000]*$"
+
+
+def _optional(schema: dict[str, Any], description: str = "optional") -> dict[str, Any]:
+    """An optional registration field: null leaves what is stored, as a missing field does."""
+    return {**schema, "type": [schema["type"], "null"], "description": f"{description}; null is the same as absent"}
+
+
+def _text(max_length: int) -> dict[str, Any]:
+    return {"type": "string", "pattern": _NO_NUL, "minLength": 1, "maxLength": max_length}
+
+
 _REGISTRATION = {
     "type": "object",
     "required": ["id"],
     "additionalProperties": False,
+    "description": f"at most RECEIVER_MAX_BODY_BYTES (413 beyond it), nesting at most {json_depth.MAX_DEPTH} levels",
     "properties": {
-        "id": {
-            "type": "string",
-            "pattern": _NO_NUL,
-            "minLength": 1,
-            "maxLength": 255,
-            "description": "the provider's job id",
-        },
-        "service": {"type": "string", "pattern": _NO_NUL, "minLength": 1, "maxLength": 64},
-        "type": {"type": "string", "pattern": _NO_NUL, "minLength": 1, "maxLength": 64},
-        "client_reference": {"type": "string", "pattern": _NO_NUL, "minLength": 1, "maxLength": 255},
-        "tags": {
-            "type": "object",
-            "maxProperties": 50,
-            "propertyNames": {"pattern": _NO_NUL},
-            "additionalProperties": {"type": "string", "pattern": _NO_NUL},
-        },
-        "credit_cost": {"type": "integer", "minimum": 0, "maximum": 1000000000},
-        "input": {"type": "object", "description": "free-form; NUL characters in strings become U+FFFD"},
+        "id": {**_text(api.MAX_LENGTH["id"]), "description": "the provider's job id"},
+        "service": _optional(_text(api.MAX_LENGTH["service"])),
+        "type": _optional(_text(api.MAX_LENGTH["type"])),
+        "client_reference": _optional(_text(api.MAX_LENGTH["client_reference"])),
+        "tags": _optional(
+            {
+                "type": "object",
+                "maxProperties": api.MAX_TAGS,
+                "propertyNames": {"pattern": _NO_NUL, "maxLength": api.MAX_TAG_KEY_LENGTH},
+                "additionalProperties": {"type": "string", "pattern": _NO_NUL, "maxLength": api.MAX_TAG_VALUE_LENGTH},
+            }
+        ),
+        "credit_cost": _optional({"type": "integer", "minimum": 0, "maximum": 1000000000}),
+        "input": _optional({"type": "object"}, "free-form; NUL characters in strings become U+FFFD"),
     },
 }
 
@@ -124,7 +130,11 @@ def document() -> dict[str, Any]:
                     "responses": {
                         "201": _json(_JOB, "registered"),
                         "200": _json(_JOB, "already known: the registration was merged into it"),
-                        "400": _json(_ERROR, "invalid body"),
+                        "400": _json(_ERROR, "invalid body (or the caller hung up mid-body: client_disconnected)"),
+                        "413": _json(
+                            {**_ERROR, "properties": {**_ERROR["properties"], "limit_bytes": {"type": "integer"}}},
+                            "body larger than RECEIVER_MAX_BODY_BYTES",
+                        ),
                         **_AUTH_ERRORS,
                     },
                 },
@@ -139,18 +149,27 @@ def document() -> dict[str, Any]:
                             "name": "since",
                             "in": "query",
                             "description": "first seen at or after: ISO-8601 time or a duration ago (24h)",
-                            "schema": {"type": "string", "pattern": _SINCE},
+                            "schema": {"type": "string", "pattern": api.SINCE_PATTERN},
                         },
                         {
                             "name": "limit",
                             "in": "query",
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": api.MAX_LIMIT,
+                                "default": api.DEFAULT_LIMIT,
+                            },
                         },
                         {
                             "name": "cursor",
                             "in": "query",
                             "description": "next_cursor from the previous page; anything else is a 400",
-                            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+                            "schema": {
+                                "type": "string",
+                                "pattern": "^[A-Za-z0-9_-]+$",
+                                "maxLength": api.MAX_CURSOR_LENGTH,
+                            },
                         },
                     ],
                     "responses": {
