@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint wheel-smoke bench demo clean
+.PHONY: run test lint wheel-smoke fuzz bench demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ wheel-smoke: | $(BIN)/python
 
 test: lint wheel-smoke
 	$(BIN)/pytest -q -ra
+
+# The fuzz targets for longer than `make test` runs them (about 50 times the examples; FUZZ_SCALE=N to choose).
+fuzz: $(VENV)/.installed-test
+	HYPOTHESIS_PROFILE=long $(BIN)/pytest -q -m fuzz tests/fuzz
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,bench]'
