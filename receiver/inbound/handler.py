@@ -240,7 +240,7 @@ async def _ingest(state: AppState, **webhook: Any) -> ingest.IngestResult:
 
 async def _read_limited(receive: Receive, declared: str | None, limit: int) -> bytes:
     """The body, reading no further than `limit` bytes."""
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(f"declared {declared} bytes")
     chunks: list[bytes] = []
     size = 0
