@@ -24,7 +24,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from receiver.core import base64url, db, durations, json_depth, metrics, tables
-from receiver.core.errors import BodyTooLarge, ConfigError, DatabaseUnavailable
+from receiver.core.errors import BodyTooLarge, ConfigError, DatabaseUnavailable, ReceiverError
 from receiver.inbound.state import AppState, json_response
 from receiver.jobs import registration
 
@@ -65,8 +65,8 @@ _JOB_COLUMNS = [
 ]
 
 
-class BadRequest(Exception):
-    pass
+class BadRequest(ReceiverError):
+    """A request the API refuses with 400; the message says what to change."""
 
 
 async def jobs(request: Request) -> Response:
