@@ -91,6 +91,7 @@ def _migrate_when_reachable(url: str) -> None:
         try:
             _migrate(url)
         except DatabaseUnavailable as exc:
+            db.check_configured(exc)
             database.down(exc, doing="migrating at start-up")
             time.sleep(database.next_wait())
         else:
@@ -258,6 +259,7 @@ async def _preflight(settings: Settings) -> None:
     except SecretDecryptError as exc:
         raise ConfigError(f"RECEIVER_MASTER_KEY: {exc}; set the key the secrets were stored with") from None
     except DatabaseUnavailable as exc:
+        db.check_configured(exc)
         log.warning("database not reachable at start-up (%s); answering 503 until it is", exc)
         return
     except sa.exc.ProgrammingError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -23,7 +24,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from receiver.core.config import Settings
-from receiver.core.errors import DatabaseUnavailable
+from receiver.core.errors import ConfigError, DatabaseUnavailable
 
 APPLICATION_NAME = "doitong-receiver"
 T = TypeVar("T")
@@ -104,6 +105,23 @@ def unavailable(exc: BaseException) -> DatabaseUnavailable | None:
     if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError | sqlalchemy.exc.TimeoutError):
         return DatabaseUnavailable(_first_line(getattr(exc, "orig", None) or exc))
     return None
+
+
+# libpq's start-up refusals that no wait cures: the URL names a role, password or database the
+# server does not have. psycopg gives them no SQLSTATE (the connection never started), so they
+# are told apart by libpq's words. "The database system is starting up", "too many clients",
+# a refused connection or a name that does not resolve stay outages, waited out.
+_MISCONFIGURED = re.compile(
+    r'password authentication failed|role "[^"]*" does not exist|database "[^"]*" does not exist'
+    r"|no pg_hba\.conf entry|no password supplied"
+)
+
+
+def check_configured(exc: DatabaseUnavailable) -> None:
+    """Raise ConfigError naming DATABASE_URL when `exc` is a refusal no retry can cure. For
+    start-up, where waiting on a wrong password forever would hide the mistake."""
+    if _MISCONFIGURED.search(str(exc)):
+        raise ConfigError(f"DATABASE_URL: the server refused it ({exc}); fix the role, password or database name")
 
 
 def _first_line(exc: object) -> str:

@@ -208,8 +208,10 @@ class Publisher:
             )
             await self._start_brokers(configured, stop)
             if not stop.is_set():
-                with contextlib.suppress(DatabaseUnavailable):
+                try:
                     await self._refresh_subscriptions(force=True)
+                except DatabaseUnavailable as exc:
+                    db.check_configured(exc)  # a wrong password stops start-up; an outage is waited out
         except BaseException:
             await self._close()
             raise
@@ -256,6 +258,7 @@ class Publisher:
                     for kind, display_url in pending.items():
                         await subscriptions.ensure_broker(conn, kind, display_url)
             except DatabaseUnavailable as exc:
+                db.check_configured(exc)
                 self.database.down(exc, doing="registering the brokers")
                 await self.database.pause(stop)
             else:
