@@ -12,6 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 MAX_DEPTH = 32
+# A signed webhook refused is a webhook lost (the provider retries it until it gives up), so the
+# webhook path allows more: still far under orjson's 254 once the event envelope wraps `metadata`.
+WEBHOOK_MAX_DEPTH = 128
 _CONTAINERS = (dict, list)  # isinstance() is faster with a tuple than with `dict | list`
 
 

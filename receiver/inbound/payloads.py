@@ -45,8 +45,8 @@ def parse(body: bytes) -> WebhookPayload:
         raise PayloadError("body is not valid UTF-8 JSON") from None
     # Before anything walks it recursively or serialises it again: orjson parses deeper than it
     # writes, and what it cannot write would be a 500 that the provider retries forever.
-    if json_depth.deeper_than(document, raw=body):
-        raise PayloadError(f"body nests deeper than {json_depth.MAX_DEPTH} levels of objects and arrays")
+    if json_depth.deeper_than(document, json_depth.WEBHOOK_MAX_DEPTH, raw=body):
+        raise PayloadError(f"body nests deeper than {json_depth.WEBHOOK_MAX_DEPTH} levels of objects and arrays")
     if b"\\u0000" in body and _has_nul(document):
         # PostgreSQL's jsonb cannot hold NUL characters; refuse rather than store half.
         raise PayloadError("body contains a \\u0000 character, which cannot be stored")

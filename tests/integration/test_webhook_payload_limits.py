@@ -23,7 +23,7 @@ def _stored(receiver: Receiver, job: str) -> int:
     return int(scalar(url, "SELECT count(*) FROM inbound_webhooks WHERE job_id = %s", (job,)))
 
 
-@pytest.mark.parametrize("levels", [json_depth.MAX_DEPTH, 300, 1022])  # 1,024 in all: orjson's most
+@pytest.mark.parametrize("levels", [json_depth.WEBHOOK_MAX_DEPTH, 300, 1022])  # 1,024 in all: orjson's most
 async def test_metadata_nested_too_deep_is_400_and_nothing_is_stored(
     receiver: Receiver, levels: int, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -33,14 +33,14 @@ async def test_metadata_nested_too_deep_is_400_and_nothing_is_stored(
     response = await receiver.post(body)
     assert response.status_code == 400, response.text
     assert response.json()["error"] == "invalid_payload"
-    assert f"deeper than {json_depth.MAX_DEPTH} levels" in response.json()["detail"]
+    assert f"deeper than {json_depth.WEBHOOK_MAX_DEPTH} levels" in response.json()["detail"]
     assert _stored(receiver, job) == 0
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
 async def test_metadata_at_the_limit_is_stored_whole(receiver: Receiver) -> None:
     job = _job()
-    inner = json_depth.MAX_DEPTH - 2  # the body, then metadata, then these
+    inner = json_depth.WEBHOOK_MAX_DEPTH - 2  # the body, then metadata, then these
     body = doitong_body(job)[:-1] + b',"metadata":{"deep":' + b"[" * inner + b"]" * inner + b"}}"
     response = await receiver.post(body)
     assert response.status_code == 200, response.text

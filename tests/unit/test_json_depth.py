@@ -37,14 +37,14 @@ def test_wide_documents_are_not_deep() -> None:
 def test_a_webhook_body_too_deep_to_serialise_again_is_a_payload_error() -> None:
     # orjson parses 1,024 levels and writes 254: these bodies were 500s (and a RecursionError
     # in the NUL check for the deepest).
-    for levels in (json_depth.MAX_DEPTH + 1, 300, 1024):
+    for levels in (json_depth.WEBHOOK_MAX_DEPTH + 1, 300, 1024):
         body = b'{"id":"j","status":"completed","metadata":{"a":' + _nested(levels - 2) + b',"b":"\\u0000"}}'
         with pytest.raises(PayloadError, match="nests deeper than"):
             payloads.parse(body)
 
 
 def test_a_webhook_body_at_the_limit_parses() -> None:
-    body = b'{"id":"j","status":"completed","metadata":{"a":' + _nested(json_depth.MAX_DEPTH - 2) + b"}}"
+    body = b'{"id":"j","status":"completed","metadata":{"a":' + _nested(json_depth.WEBHOOK_MAX_DEPTH - 2) + b"}}"
     parsed = payloads.parse(body)
     assert parsed.metadata is not None
     orjson.dumps(parsed.metadata)  # what ingest does next
