@@ -125,6 +125,9 @@ class Publisher:
         # back (not one per turn), the back-off between turns meanwhile, and /readyz's answer.
         poll = settings.poll_interval.total_seconds()
         self.database = outage.Dependency("database", log, first_backoff=poll, max_backoff=max(poll, 10.0))
+        # LISTEN's own connection can fail while the pool's work (e.g. too many clients): its own
+        # state, so that it does not flap the database's log lines and /readyz.
+        self.listening = outage.Dependency("LISTEN connection", log)
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -541,13 +544,13 @@ class Publisher:
                 ) as conn:
                     await conn.execute(f"LISTEN {notify.CHANNEL}")
                     backoff = 0.5
-                    self.database.up()
+                    self.listening.up()
                     self._notified()  # anything committed while we were not listening
                     async for _ in conn.notifies():
                         self._notified()
             except psycopg.Error as exc:
-                # A warning once per outage (self.database); every attempt only at debug.
-                self.database.down(exc, doing="LISTEN")
+                # A warning once per outage; every attempt only at debug.
+                self.listening.down(exc, doing="waiting for notifications")
                 log.debug("LISTEN connection lost (%s); reconnecting in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
@@ -604,11 +607,15 @@ class Publisher:
 
 def duplicate_window(settings: Settings) -> float:
     """Seconds a broker should recognise a message id again: from a first attempt to the last
-    retry of the schedule at its longest (every wait +20 %, see `_wait_before_retry`), plus
-    one lease for the claim and the send. A publish whose ack was lost and that is retried
-    within this is dropped by JetStream as a duplicate."""
+    retry of the schedule at its longest (every wait +20 %, see `_wait_before_retry`), plus,
+    for every attempt, one lease (the claim and the send) and one poll interval (the claim
+    coming round). A publish whose ack was lost and that is retried within this is dropped by
+    JetStream as a duplicate; a publisher or database outage longer than the margin can still
+    push the last retries past it (the README says when)."""
     longest = sum(wait.total_seconds() for wait in settings.retry_schedule) * 1.2
-    return math.ceil(longest + settings.lease_timeout.total_seconds())
+    attempts = len(settings.retry_schedule) + 1
+    per_attempt = settings.lease_timeout.total_seconds() + settings.poll_interval.total_seconds()
+    return math.ceil(longest + attempts * per_attempt)
 
 
 async def _first(*waits: Any, timeout: float) -> bool:
