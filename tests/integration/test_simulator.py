@@ -30,6 +30,7 @@ import stamina
 from receiver.core.errors import SignatureError
 from receiver.inbound import signatures
 from receiver.simulator import Account, Simulator, SimulatorConfig, pricing, running, webhooks
+from tests import support
 from tests.subscriber import Received, Subscriber
 
 SECRET = "sim-webhook-secret"
@@ -562,15 +563,8 @@ async def test_jobs_accepted_before_start_send_their_webhooks_once_started(subsc
 # --- the command -------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_the_simulate_command_serves_until_sigterm_and_exits_0() -> None:
-    port = _free_port()
+    port = support.free_port()
     command = [*RUN_MAIN, "--port", str(port), "--api-key", "sk_cli:starter:500"]
     command += ["--webhook-secret", SECRET, "--latency", "100ms", "--duplicate-rate", "0.5", "--seed", "1"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
