@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -153,3 +154,31 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextlib.contextmanager
+def running_in_a_thread(settings: Settings) -> Iterator[str]:
+    """The app behind uvicorn in a thread of its own, for callers that are synchronous
+    (schemathesis); yields its URL, stops and joins the thread on exit."""
+    ready = threading.Event()
+    holder: dict[str, Any] = {}
+
+    def serve() -> None:
+        async def main() -> None:
+            async with running(settings) as server:
+                holder["url"] = server.url
+                holder["stop"] = stop = asyncio.Event()
+                holder["loop"] = asyncio.get_running_loop()
+                ready.set()
+                await stop.wait()
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(30)
+    try:
+        yield str(holder["url"])
+    finally:
+        holder["loop"].call_soon_threadsafe(holder["stop"].set)
+        thread.join(30)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from receiver.core.config import Settings
 from receiver.jobs import openapi
+from tests import support
 from tests.support import Receiver, doitong_body, metric, running, scalar, settings_for
 
 TOKEN = "test-api-token-0123456789"
@@ -185,30 +184,8 @@ async def test_openapi_document_covers_every_route(api: Receiver) -> None:
 @pytest.fixture
 def served_in_a_thread(api_settings: Settings) -> Iterator[str]:
     """The app behind uvicorn in its own thread: schemathesis calls it synchronously."""
-    ready = threading.Event()
-    holder: dict[str, object] = {}
-
-    def serve() -> None:
-        async def main() -> None:
-            async with running(api_settings) as server:
-                holder["url"] = server.url
-                holder["stop"] = stop = asyncio.Event()
-                holder["loop"] = asyncio.get_running_loop()
-                ready.set()
-                await stop.wait()
-
-        asyncio.run(main())
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(30)
-    try:
-        yield str(holder["url"])
-    finally:
-        loop = holder["loop"]
-        stop = holder["stop"]
-        loop.call_soon_threadsafe(stop.set)  # type: ignore[attr-defined]
-        thread.join(30)
+    with support.running_in_a_thread(api_settings) as url:
+        yield url
 
 
 def test_property_based_run_finds_no_server_error_and_answers_match_the_document(served_in_a_thread: str) -> None:

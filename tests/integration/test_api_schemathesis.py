@@ -7,11 +7,9 @@ and undocumented method, fuzzing, stateful), bounded by --max-time.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +17,8 @@ import orjson
 import pytest
 
 from receiver.core.config import Settings
-from tests.support import running, settings_for
+from tests import support
+from tests.support import settings_for
 
 TOKEN = "test-api-token-0123456789"
 SECONDS = 40
@@ -32,30 +31,8 @@ CURSOR_REFUSED = "`cursor` is not one this API returned"
 def served(database_url: str, tmp_path: Path) -> Iterator[str]:
     """The app behind uvicorn in a thread of its own: the schemathesis process calls it."""
     settings: Settings = settings_for(database_url, tmp_path, api_token=TOKEN)
-    ready = threading.Event()
-    holder: dict[str, object] = {}
-
-    def serve() -> None:
-        async def main() -> None:
-            async with running(settings) as server:
-                holder["url"] = server.url
-                holder["stop"] = stop = asyncio.Event()
-                holder["loop"] = asyncio.get_running_loop()
-                ready.set()
-                await stop.wait()
-
-        asyncio.run(main())
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(30)
-    try:
-        yield str(holder["url"])
-    finally:
-        loop = holder["loop"]
-        stop = holder["stop"]
-        loop.call_soon_threadsafe(stop.set)  # type: ignore[attr-defined]
-        thread.join(30)
+    with support.running_in_a_thread(settings) as url:
+        yield url
 
 
 @pytest.mark.slow
