@@ -99,6 +99,10 @@ class TcpProxy:
     ) -> None:
         await self.stop()
 
+    async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to the target, for one client's connection."""
+        return await asyncio.open_connection(self.target_host, self.target_port)
+
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -107,7 +111,7 @@ class TcpProxy:
         try:
             if self._server is None:
                 return  # accepted just before stop(): drop it like the rest
-            upstream_reader, upstream_writer = await asyncio.open_connection(self.target_host, self.target_port)
+            upstream_reader, upstream_writer = await self._open_upstream()
             pipes = [
                 asyncio.ensure_future(_pipe(client_reader, upstream_writer)),
                 asyncio.ensure_future(_pipe(upstream_reader, client_writer)),

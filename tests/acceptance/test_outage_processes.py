@@ -17,10 +17,11 @@ import nats
 import nats.js.errors
 import pytest
 
+from tests import support
 from tests.acceptance.test_publish_processes import RECEIVER, _env
 from tests.brokers import require_broker
 from tests.integration.test_brokers import NATS_URL
-from tests.outages import DatabaseProxy, closed_port
+from tests.outages import DatabaseProxy
 from tests.support import eventually, scalar
 
 
@@ -80,7 +81,7 @@ async def test_publish_with_a_broker_waits_for_the_database_and_recovers(
     database_url: str, tmp_path: Path, nats_stream: tuple[str, str]
 ) -> None:
     stream, prefix = nats_stream
-    port = closed_port()
+    port = support.free_port()
     log = tmp_path / "publish.log"
     async with DatabaseProxy(database_url) as proxy:
         await proxy.stop()  # PostgreSQL is away when the publisher starts
@@ -112,7 +113,7 @@ async def test_publish_with_a_broker_waits_for_the_database_and_recovers(
 
 
 async def test_run_waits_for_the_database_at_start_up_and_then_serves(database_url: str, tmp_path: Path) -> None:
-    port = closed_port()
+    port = support.free_port()
     log = tmp_path / "run.log"
     async with DatabaseProxy(database_url) as proxy:
         await proxy.stop()
@@ -137,7 +138,7 @@ async def test_run_waits_for_the_database_at_start_up_and_then_serves(database_u
 
 
 async def test_serve_starts_with_the_database_away_and_becomes_ready(database_url: str, tmp_path: Path) -> None:
-    port = closed_port()
+    port = support.free_port()
     log = tmp_path / "serve.log"
     async with DatabaseProxy(database_url) as proxy:
         await proxy.stop()
