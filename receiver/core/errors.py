@@ -30,6 +30,10 @@ class BodyTooLarge(ReceiverError):
     """A request body went past the configured limit."""
 
 
+class ClientGone(ReceiverError):
+    """The sender disconnected before its whole body arrived."""
+
+
 class DatabaseUnavailable(ReceiverError):
     """PostgreSQL could not be reached or the transaction could not commit."""
 

@@ -21,9 +21,10 @@ import orjson
 from prometheus_client import Counter
 from starlette.types import Receive, Scope, Send
 
-from receiver.core import db, metrics
+from receiver.core import bodies, db, metrics
 from receiver.core.errors import (
     BodyTooLarge,
+    ClientGone,
     DatabaseUnavailable,
     IdempotencyKeyError,
     PayloadError,
@@ -46,10 +47,6 @@ _UNKNOWN = "(unknown)"
 # token, which cannot hold "(", so no request header can pose as it.
 LEFT_OUT = "(left out)"
 _JSON = (b"content-type", b"application/json")
-
-
-class ClientGone(Exception):
-    """The sender disconnected before its whole body arrived."""
 
 
 @dataclass(slots=True)
@@ -162,7 +159,7 @@ async def _handle(
 
     limit = state.settings.max_body_bytes
     try:
-        body = await _read_limited(receive, headers.looked_up.get("content-length"), limit)
+        body = await bodies.read_limited(receive, headers.looked_up.get("content-length"), limit)
     except BodyTooLarge:
         return Answer(413, {"error": "body_too_large", "limit_bytes": limit}, "too_large")
     except ClientGone:
@@ -236,26 +233,6 @@ async def _ingest(state: AppState, **webhook: Any) -> ingest.IngestResult:
         if unavailable is None:
             raise
         raise unavailable from exc
-
-
-async def _read_limited(receive: Receive, declared: str | None, limit: int) -> bytes:
-    """The body, reading no further than `limit` bytes."""
-    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"declared {declared} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ClientGone
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"more than {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _send(send: Send, answer: Answer) -> None:

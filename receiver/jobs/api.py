@@ -20,11 +20,11 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
-from receiver.core import base64url, db, durations, json_depth, metrics, tables
-from receiver.core.errors import BodyTooLarge, ConfigError, DatabaseUnavailable, ReceiverError
+from receiver.core import base64url, bodies, db, durations, json_depth, metrics, tables
+from receiver.core.errors import BodyTooLarge, ClientGone, ConfigError, DatabaseUnavailable, ReceiverError
 from receiver.inbound.state import AppState, json_response
 from receiver.jobs import registration
 
@@ -93,10 +93,10 @@ async def register(request: Request) -> Response:
     state: AppState = request.app.state.receiver
     limit = state.settings.max_body_bytes
     try:
-        job = _registration(await _body(request, limit))
+        job = _registration(await bodies.read_limited(request.receive, request.headers.get("content-length"), limit))
     except BodyTooLarge:
         return json_response({"error": "body_too_large", "limit_bytes": limit}, 413)
-    except ClientDisconnect:
+    except ClientGone:
         # The caller hung up mid-body: nothing registered, nobody left to read this.
         return json_response({"error": "client_disconnected"}, 400)
     except BadRequest as exc:
@@ -159,21 +159,6 @@ async def list_jobs(request: Request) -> Response:
     page, more = rows[:limit], len(rows) > limit
     next_cursor = _encode_cursor(page[-1]["first_seen_at"], page[-1]["id"]) if more and page else None
     return json_response({"jobs": [_jsonable(r) for r in page], "next_cursor": next_cursor}, 200)
-
-
-async def _body(request: Request, limit: int) -> bytes:
-    """The body, reading no further than `limit` bytes (RECEIVER_MAX_BODY_BYTES, as for webhooks)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"declared {declared} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"more than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _registration(body: bytes) -> registration.Registration:
