@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     Table,
     Text,
     UniqueConstraint,
@@ -313,4 +314,74 @@ deliveries = Table(
     Index("ix_deliveries_dead", "subscription_id", postgresql_where=text("state = 'dead'")),
     Index("ix_deliveries_delivered_at", "delivered_at", postgresql_where=text("state = 'delivered'")),
     comment="One row per event and subscriber: attempts, schedule and outcome.",
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    _ts("at", "when the action was taken", nullable=False, default_now=True),
+    Column(
+        "actor",
+        Text,
+        nullable=False,
+        comment="session (logged in with the console token) or bearer (Authorization header)",
+    ),
+    Column("session", Text, comment="which login session (a digest of its id), for session actions"),
+    Column("client", Text, comment="the client address the request came from"),
+    Column("action", Text, nullable=False, comment="what was done, e.g. subscriber.disable, deliveries.replay"),
+    Column("target", Text, comment="what it was done to: a subscription, job or delivery id"),
+    Column("detail", JSONB, comment="parameters and outcome (never a secret)"),
+    CheckConstraint("actor IN ('session', 'bearer')", name="actor"),
+    comment="Every state-changing action taken in the console, newest last.",
+)
+
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column(
+        "delivery_id",
+        BigInteger,
+        ForeignKey("deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+        comment="the delivery attempted",
+    ),
+    Column("subscription_id", Text, nullable=False, comment="its subscriber (copied, for per-subscriber figures)"),
+    Column(
+        "attempt",
+        Integer,
+        nullable=False,
+        comment="deliveries.attempts at the time: 1 for the first (a replay starts again at 1)",
+    ),
+    _ts("at", "when the attempt started", nullable=False),
+    Column("duration_ms", Integer, comment="how long the send took, milliseconds"),
+    Column(
+        "outcome",
+        Text,
+        nullable=False,
+        comment="delivered, retrying (failed, tried again later) or dead (failed, given up)",
+    ),
+    Column("status", Integer, comment="HTTP status, when there was an answer"),
+    Column("error", Text, comment="why it failed"),
+    CheckConstraint("outcome IN ('delivered', 'retrying', 'dead')", name="outcome"),
+    Index("ix_delivery_attempts_delivery_id", "delivery_id", "id"),
+    Index("ix_delivery_attempts_subscription_id", "subscription_id", "at"),
+    comment="Every delivery attempt and how it ended (deliveries keeps only the last).",
+)
+
+webhook_outcomes = Table(
+    "webhook_outcomes",
+    metadata,
+    _ts("minute", "the minute the requests were counted in", nullable=False),
+    Column("endpoint", Text, nullable=False, comment="endpoint name, or (unknown)"),
+    Column(
+        "outcome",
+        Text,
+        nullable=False,
+        comment="as the receiver_webhooks metric: accepted, duplicate, conflict, unauthorized, bad_request, ...",
+    ),
+    Column("requests", BigInteger, nullable=False, comment="requests with that outcome in that minute"),
+    PrimaryKeyConstraint("minute", "endpoint", "outcome"),
+    comment="Webhook requests per minute, endpoint and outcome, from every server process.",
 )
