@@ -103,13 +103,14 @@ def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
     age = durations.parse(args.older_than, setting="--older-than")
     cutoff = datetime.now(UTC) - age
 
-    async def run(conn: AsyncConnection) -> tuple[int, int, int]:
+    async def run(conn: AsyncConnection) -> outbox.Pruned:
         return await outbox.prune(await db.driver_connection(conn), cutoff)
 
-    deliveries, events, bodies = db.run_admin(settings, run)
+    pruned = db.run_admin(settings, run)
     print(
-        f"pruned before {cutoff.isoformat(timespec='seconds')}: {deliveries} delivered deliveries, "
-        f"{events} fully delivered events, {bodies} raw bodies (jobs and job history kept)"
+        f"pruned before {cutoff.isoformat(timespec='seconds')}: {pruned.deliveries} delivered deliveries, "
+        f"{pruned.events} fully delivered events, {pruned.attempts} delivery attempts, "
+        f"{pruned.bodies} raw bodies, {pruned.minutes} per-minute webhook counts (jobs and job history kept)"
     )
     return 0
 

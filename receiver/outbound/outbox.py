@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from psycopg import AsyncConnection
 
@@ -65,7 +65,7 @@ RETURNING (SELECT count(*) FROM fanned)
 # claimed again by the same publisher once an earlier claim was released or ran out).
 # A released claim (undo) was never attempted: it goes back as it was, attempt uncounted and
 # `last_attempt_at` what it was before the claim.
-COMPLETE = """
+_WRITE_BACK = """
 UPDATE deliveries d SET
     state = v.state,
     last_status = CASE WHEN v.undo THEN d.last_status ELSE v.status END,
@@ -77,10 +77,22 @@ UPDATE deliveries d SET
     claimed_by = NULL,
     claimed_until = NULL
 FROM unnest(%(ids)s::bigint[], %(claims)s::timestamptz[], %(states)s::text[], %(statuses)s::integer[],
-            %(errors)s::text[], %(nexts)s::timestamptz[], %(undo)s::boolean[], %(previous)s::timestamptz[])
-     AS v(id, claimed_until, state, status, error, next_attempt_at, undo, previous_attempt_at)
+            %(errors)s::text[], %(nexts)s::timestamptz[], %(undo)s::boolean[], %(previous)s::timestamptz[],
+            %(started)s::timestamptz[], %(durations)s::integer[])
+     AS v(id, claimed_until, state, status, error, next_attempt_at, undo, previous_attempt_at, started_at, duration_ms)
 WHERE d.id = v.id AND d.claimed_by = %(me)s AND d.claimed_until = v.claimed_until
+RETURNING d.id, d.subscription_id, d.attempts, coalesce(v.started_at, d.last_attempt_at) AS started_at,
+    v.duration_ms, v.state, v.status, v.error, v.undo
 """
+# Every attempt written back also gets its row in the attempt history, in the same statement:
+# one multi-row insert per batch, and only for the claims this publisher still held.
+_RECORD = """
+INSERT INTO delivery_attempts (delivery_id, subscription_id, attempt, at, duration_ms, outcome, status, error)
+SELECT id, subscription_id, attempts, started_at, duration_ms,
+    CASE state WHEN 'pending' THEN 'retrying' ELSE state END, status, error
+FROM done WHERE NOT undo
+"""
+COMPLETE = f"WITH done AS ({_WRITE_BACK.strip()}) {_RECORD.strip()}"
 # Each subscription contributes at most its free share of slots (cap minus what this
 # publisher already has in flight for it), looked up per subscription, so a subscriber
 # with a deep backlog cannot fill every slot in one claim and delay the others.
@@ -98,8 +110,9 @@ WHERE d.id = v.id AND d.claimed_by = %(me)s AND d.claimed_until = v.claimed_unti
 # being completed (`ids`) and a line whose head completes now advances on the next turn.
 CLAIM = f"""
 WITH done AS (
-    {COMPLETE.strip()}
-    RETURNING 1
+    {_WRITE_BACK.strip()}
+), recorded AS (
+    {_RECORD.strip()}
 ), busy AS (
     SELECT * FROM unnest(%(busy_ids)s::text[], %(busy_counts)s::integer[]) AS b(subscription_id, in_flight)
 ), due AS (
@@ -158,6 +171,13 @@ class Claimed:
     previous_attempt_at: datetime | None  # last_attempt_at before this claim, restored on release
 
 
+class Timing(NamedTuple):
+    """When a send started and how long it took."""
+
+    started_at: datetime
+    duration_ms: int
+
+
 @dataclass(frozen=True, slots=True)
 class Completion:
     delivery_id: int
@@ -168,6 +188,8 @@ class Completion:
     next_attempt_at: datetime | None
     undo: bool = False  # a claim given back unattempted
     previous_attempt_at: datetime | None = None  # with undo: the last_attempt_at to restore
+    started_at: datetime | None = None  # when the send started (None: when it was claimed)
+    duration_ms: int | None = None  # how long the send took
 
     @classmethod
     def of(
@@ -177,9 +199,21 @@ class Completion:
         status: int | None = None,
         error: str | None = None,
         next_attempt_at: datetime | None = None,
+        *,
+        timing: Timing | None = None,
     ) -> Completion:
-        """The outcome of `item`'s attempt, for its claim."""
-        return cls(item.delivery_id, item.claimed_until, state, status, error, next_attempt_at)
+        """The outcome of `item`'s attempt, for its claim; `timing` goes into the attempt history."""
+        started_at, duration_ms = timing if timing is not None else (None, None)
+        return cls(
+            item.delivery_id,
+            item.claimed_until,
+            state,
+            status,
+            error,
+            next_attempt_at,
+            started_at=started_at,
+            duration_ms=duration_ms,
+        )
 
     @classmethod
     def release(cls, item: Claimed) -> Completion:
@@ -293,6 +327,8 @@ def _completion_params(me: str, completions: Sequence[Completion]) -> dict[str, 
         "nexts": [c.next_attempt_at for c in completions],
         "undo": [c.undo for c in completions],
         "previous": [c.previous_attempt_at for c in completions],
+        "started": [c.started_at for c in completions],
+        "durations": [c.duration_ms for c in completions],
     }
 
 
@@ -348,6 +384,8 @@ async def replay(
 
 
 PRUNE = (
+    # Attempts first: those of the deliveries deleted next would otherwise go one cascade at a time.
+    "DELETE FROM delivery_attempts WHERE at < %(cutoff)s",
     "DELETE FROM deliveries WHERE state = 'delivered' AND delivered_at < %(cutoff)s",
     """
     DELETE FROM outbox_events o
@@ -355,17 +393,28 @@ PRUNE = (
       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = o.id)
     """,
     "UPDATE inbound_webhooks SET body = NULL WHERE received_at < %(cutoff)s AND body IS NOT NULL",
+    "DELETE FROM webhook_outcomes WHERE minute < %(cutoff)s",
 )
 
 
-async def prune(conn: AsyncConnection[Any], cutoff: datetime) -> tuple[int, int, int]:
-    """Delete delivered rows and fully delivered events, and drop old raw bodies, older than
-    `cutoff`. Jobs, job history and pending or dead deliveries stay."""
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    attempts: int  # delivery attempts older than the cutoff
+    deliveries: int  # delivered deliveries
+    events: int  # fully delivered events
+    bodies: int  # raw webhook bodies dropped
+    minutes: int  # per-minute webhook counts
+
+
+async def prune(conn: AsyncConnection[Any], cutoff: datetime) -> Pruned:
+    """Delete delivered rows and fully delivered events, the attempt history and per-minute
+    webhook counts, and drop raw bodies, older than `cutoff`. Jobs, job history and pending or
+    dead deliveries stay."""
     counts: list[int] = []
     for statement in PRUNE:
         cursor = await conn.execute(statement, {"cutoff": cutoff})
         counts.append(cursor.rowcount)
-    return counts[0], counts[1], counts[2]
+    return Pruned(*counts)
 
 
 BACKLOG = """

@@ -417,6 +417,7 @@ class Publisher:
 
     async def _deliver(self, item: outbox.Claimed, claimed_at: float) -> None:
         deadline = claimed_at + self._send_window
+        started_at, started = datetime.now(UTC), time.monotonic()
         try:
             result = await asyncio.wait_for(self._send(item), max(deadline - time.monotonic(), 0.0))
         except TimeoutError:
@@ -429,7 +430,7 @@ class Publisher:
             self._sending[item.subscription_id] -= 1
             if self._sending[item.subscription_id] <= 0:
                 del self._sending[item.subscription_id]
-        self._record(item, result)
+        self._record(item, result, started_at, round((time.monotonic() - started) * 1000))
 
     async def _send(self, item: outbox.Claimed) -> Result:
         sink = self.sinks.get(item.subscription_id)
@@ -440,7 +441,7 @@ class Publisher:
                 return Result(ok=False, error="subscription not found")
         return await sink.send(Message(str(item.event_id), item.event_type, item.job_id, item.body))
 
-    def _record(self, item: outbox.Claimed, result: Result) -> None:
+    def _record(self, item: outbox.Claimed, result: Result, started_at: datetime, duration_ms: int) -> None:
         now = datetime.now(UTC)
         kind = self.subscriptions[item.subscription_id].kind if item.subscription_id in self.subscriptions else "http"
         fields = {
@@ -452,24 +453,26 @@ class Publisher:
             "status": result.status,
             "error": result.error,
         }
+        # The start and duration go into the attempt history with the outcome.
+        timing = outbox.Timing(started_at, duration_ms)
         if result.ok:
-            completion = outbox.Completion.of(item, "delivered", result.status)
+            completion = outbox.Completion.of(item, "delivered", result.status, timing=timing)
             metrics.DELIVERY_LATENCY.labels(kind).observe((now - item.event_created_at).total_seconds())
             outcome = "delivered"
             log.debug("delivered", extra={"fields": fields})
         elif result.gone:
-            completion = outbox.Completion.of(item, "dead", result.status, result.error)
+            completion = outbox.Completion.of(item, "dead", result.status, result.error, timing=timing)
             self._gone[item.subscription_id] = f"410 Gone at {now.isoformat(timespec='seconds')}"
             self._release_queue(item.subscription_id, "disabled")
             outcome = "gone"
             log.warning("subscriber answered 410 Gone: disabling it", extra={"fields": fields})
         elif item.attempt > len(self.settings.retry_schedule):
-            completion = outbox.Completion.of(item, "dead", result.status, result.error)
+            completion = outbox.Completion.of(item, "dead", result.status, result.error, timing=timing)
             outcome = "dead"
             log.error("delivery is dead after %d attempts", item.attempt, extra={"fields": fields})
         else:
             wait = self._wait_before_retry(item.attempt, result.retry_after)
-            completion = outbox.Completion.of(item, "pending", result.status, result.error, now + wait)
+            completion = outbox.Completion.of(item, "pending", result.status, result.error, now + wait, timing=timing)
             outcome = "retry"
             log.info("delivery failed; retrying in %.1fs", wait.total_seconds(), extra={"fields": fields})
         metrics.DELIVERIES.labels(kind, outcome).inc()
