@@ -28,7 +28,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, INTERVAL, JSONB, UUID
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -251,11 +251,37 @@ subscriptions = Table(
         server_default=text("'enabled'"),
         comment="enabled or disabled (disabled: deliveries wait until enable)",
     ),
-    Column("disabled_reason", Text, comment="why it was disabled (operator, or HTTP 410 Gone)"),
+    Column(
+        "disabled_reason",
+        Text,
+        comment="why it was disabled (operator, HTTP 410 Gone, or failing for RECEIVER_DISABLE_AFTER)",
+    ),
     _ts("created_at", "events created from this moment on are delivered", nullable=False, default_now=True),
     _ts("updated_at", "last change", nullable=False, default_now=True),
+    Column("rate_limit", Integer, comment="attempts allowed per rate_period (--rate); NULL = no limit"),
+    Column("rate_period", INTERVAL, comment="1 second, 1 minute or 1 hour"),
+    _ts("next_send_at", "rate limit: the next attempt starts no earlier"),
+    Column(
+        "consecutive_failures",
+        Integer,
+        nullable=False,
+        server_default=text("0"),
+        comment="failed attempts since the last success (the breaker opens at RECEIVER_BREAKER_FAILURES)",
+    ),
+    _ts(
+        "failing_since",
+        "first failure after the last success (NULL: the last attempt succeeded); auto-disable counts from it",
+    ),
+    _ts("circuit_open_until", "circuit breaker: no attempts before this (NULL = closed); then one probe decides"),
+    Column("circuit_cooloff", INTERVAL, comment="the breaker's current cool-off (doubled on each failed probe)"),
+    Column("circuit_probe", BigInteger, comment="the delivery claimed as the probe, while one is out"),
     CheckConstraint("kind IN ('http', 'nats', 'amqp')", name="kind"),
     CheckConstraint("state IN ('enabled', 'disabled')", name="state"),
+    CheckConstraint(
+        "(rate_limit IS NULL) = (rate_period IS NULL) AND rate_limit > 0 "
+        "AND rate_period IN ('1 second', '1 minute', '1 hour')",
+        name="rate",
+    ),
     comment="Where outbox events go: HTTP subscribers and the configured brokers.",
 )
 

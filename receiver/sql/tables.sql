@@ -224,6 +224,11 @@ COMMENT ON COLUMN outbox_events.payload IS 'the envelope {id,type,timestamp,data
 COMMENT ON COLUMN outbox_events.created_at IS 'when the state change committed';
 COMMENT ON COLUMN outbox_events.dispatched_at IS 'when the publisher fanned it out to subscribers (NULL: pending)';
 
+-- Subscriber health lives here too, because every publisher must see the same: the rate limit's
+-- next free slot (each claim advances `next_send_at` by one interval per delivery it takes, so
+-- publishers together never exceed the rate), the failure streak, and the circuit breaker. The
+-- claim locks a row only for a rate-limited subscription or a circuit past its cool-off
+-- (receiver/outbound/outbox.py); a closed circuit and no limit cost nothing.
 CREATE TABLE subscriptions (
   id text NOT NULL,
   kind text NOT NULL,
@@ -239,9 +244,19 @@ CREATE TABLE subscriptions (
   disabled_reason text,
   created_at timestamptz NOT NULL DEFAULT now(),
   updated_at timestamptz NOT NULL DEFAULT now(),
+  rate_limit integer,
+  rate_period interval,
+  next_send_at timestamptz,
+  consecutive_failures integer NOT NULL DEFAULT 0,
+  failing_since timestamptz,
+  circuit_open_until timestamptz,
+  circuit_cooloff interval,
+  circuit_probe bigint,
   CONSTRAINT pk_subscriptions PRIMARY KEY (id),
   CONSTRAINT ck_subscriptions_kind CHECK (kind IN ('http', 'nats', 'amqp')),
-  CONSTRAINT ck_subscriptions_state CHECK (state IN ('enabled', 'disabled'))
+  CONSTRAINT ck_subscriptions_state CHECK (state IN ('enabled', 'disabled')),
+  CONSTRAINT ck_subscriptions_rate CHECK ((rate_limit IS NULL) = (rate_period IS NULL) AND rate_limit > 0
+    AND rate_period IN ('1 second', '1 minute', '1 hour'))
 );
 COMMENT ON TABLE subscriptions IS 'Where outbox events go: HTTP subscribers and the configured brokers.';
 COMMENT ON COLUMN subscriptions.id IS 'sub_… for HTTP subscribers; nats / amqp for the configured brokers';
@@ -255,9 +270,17 @@ COMMENT ON COLUMN subscriptions.public_key IS 'Ed25519 public key (whpk_…) con
 COMMENT ON COLUMN subscriptions.event_types IS 'event types delivered; NULL = all';
 COMMENT ON COLUMN subscriptions.services IS 'job services delivered; NULL = all';
 COMMENT ON COLUMN subscriptions.state IS 'enabled or disabled (disabled: deliveries wait until enable)';
-COMMENT ON COLUMN subscriptions.disabled_reason IS 'why it was disabled (operator, or HTTP 410 Gone)';
+COMMENT ON COLUMN subscriptions.disabled_reason IS 'why it was disabled (operator, HTTP 410 Gone, or failing for RECEIVER_DISABLE_AFTER)';
 COMMENT ON COLUMN subscriptions.created_at IS 'events created from this moment on are delivered';
 COMMENT ON COLUMN subscriptions.updated_at IS 'last change';
+COMMENT ON COLUMN subscriptions.rate_limit IS 'attempts allowed per rate_period (--rate); NULL = no limit';
+COMMENT ON COLUMN subscriptions.rate_period IS '1 second, 1 minute or 1 hour';
+COMMENT ON COLUMN subscriptions.next_send_at IS 'rate limit: the next attempt starts no earlier';
+COMMENT ON COLUMN subscriptions.consecutive_failures IS 'failed attempts since the last success (the breaker opens at RECEIVER_BREAKER_FAILURES)';
+COMMENT ON COLUMN subscriptions.failing_since IS 'first failure after the last success (NULL: the last attempt succeeded); auto-disable counts from it';
+COMMENT ON COLUMN subscriptions.circuit_open_until IS 'circuit breaker: no attempts before this (NULL = closed); then one probe decides';
+COMMENT ON COLUMN subscriptions.circuit_cooloff IS 'the breaker''s current cool-off (doubled on each failed probe)';
+COMMENT ON COLUMN subscriptions.circuit_probe IS 'the delivery claimed as the probe, while one is out';
 
 -- The delivery queue: one row per (event, subscriber). Publishers claim due rows with
 -- FOR UPDATE SKIP LOCKED in one statement (receiver/outbound/outbox.py), and a row is the head
