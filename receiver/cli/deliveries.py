@@ -7,13 +7,12 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from receiver.core import db, durations, tables
+from receiver.core import db, durations
 from receiver.core.config import Settings
 from receiver.core.errors import ConfigError
-from receiver.outbound import outbox
+from receiver.outbound import deliveries, outbox
 
 
 def register(commands: Any) -> None:
@@ -40,33 +39,10 @@ def register(commands: Any) -> None:
 
 
 def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> int:
-    d, o = tables.deliveries, tables.outbox_events
-    query = (
-        sa.select(
-            d.c.id,
-            d.c.state,
-            d.c.subscription_id,
-            o.c.type,
-            d.c.job_id,
-            d.c.event_id,
-            d.c.attempts,
-            d.c.next_attempt_at,
-            d.c.last_status,
-            d.c.last_error,
-        )
-        .select_from(d.join(o, o.c.id == d.c.event_id))
-        .order_by(d.c.id.desc())
-        .limit(max(1, args.limit))
-    )
-    if args.state:
-        query = query.where(d.c.state == args.state)
-    if args.subscriber:
-        query = query.where(d.c.subscription_id == args.subscriber)
-    if args.job:
-        query = query.where(d.c.job_id == args.job)
+    filters = deliveries.Filters(state=args.state, subscription_id=args.subscriber, job_id=args.job)
 
-    async def fetch(conn: AsyncConnection) -> list[Any]:
-        return list(await conn.execute(query))
+    async def fetch(conn: AsyncConnection) -> list[deliveries.Delivery]:
+        return await deliveries.listing(conn, filters, limit=max(1, args.limit))
 
     rows = db.run_admin(settings, fetch)
     print(f"{'ID':>8} {'STATE':<9} {'SUBSCRIBER':<21} {'TYPE':<16} {'ATTEMPTS':>8}  JOB / EVENT / LAST")
@@ -74,7 +50,7 @@ def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> int:
         last = f"{r.last_status or ''} {r.last_error or ''}".strip()
         nxt = f" next {r.next_attempt_at.isoformat(timespec='seconds')}" if r.state == "pending" else ""
         print(
-            f"{r.id:>8} {r.state:<9} {r.subscription_id:<21} {r.type:<16} {r.attempts:>8}  "
+            f"{r.id:>8} {r.state:<9} {r.subscription_id:<21} {r.event_type:<16} {r.attempts:>8}  "
             f"{r.job_id} {r.event_id} {last}{nxt}"
         )
     return 0

@@ -12,7 +12,6 @@ its checks against the document.
 
 from __future__ import annotations
 
-import binascii
 import hmac
 import re
 from datetime import UTC, datetime
@@ -23,10 +22,10 @@ import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import Response
 
-from receiver.core import base64url, bodies, db, durations, json_depth, metrics, tables
+from receiver.core import bodies, db, durations, json_depth, metrics, tables
 from receiver.core.errors import BodyTooLarge, ClientGone, ConfigError, DatabaseUnavailable, ReceiverError
 from receiver.inbound.state import AppState, json_response
-from receiver.jobs import registration
+from receiver.jobs import history, registration, search
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
@@ -43,9 +42,7 @@ MAX_LENGTH = {"id": 255, "service": 64, "type": 64, "client_reference": 255}
 MAX_TAGS = 50
 MAX_TAG_KEY_LENGTH = 64
 MAX_TAG_VALUE_LENGTH = 255
-# Longer than any cursor this API issues: base64url of ["<time>", "<id of 255 characters>"],
-# each character at most 6 bytes once JSON-escaped.
-MAX_CURSOR_LENGTH = 2200
+MAX_CURSOR_LENGTH = search.MAX_CURSOR_LENGTH  # in /openapi.json
 # What `since` accepts, in /openapi.json too, so that every value the pattern admits is a time
 # this API can use: real calendar dates (no 0000-00-00, no 30 February), hours below 24, and
 # [0-9] rather than \d, which matches other scripts' digits in Python.
@@ -58,11 +55,7 @@ SINCE_PATTERN = f"^(?:(?:{_YEAR}-{_MONTH_DAY}|{_LEAP_DAY})(?:{_TIME})?|{_DURATIO
 _SINCE = re.compile(SINCE_PATTERN)
 _IS_DURATION = re.compile(_DURATION)
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
-_JOB_COLUMNS = [
-    c
-    for c in tables.jobs.c
-    if c.name not in ("last_polled_at",)  # bookkeeping, not part of the job
-]
+_JOB_COLUMNS = search.JOB_COLUMNS
 
 
 class BadRequest(ReceiverError):
@@ -137,18 +130,17 @@ async def list_jobs(request: Request) -> Response:
     params = request.query_params
     if any("\x00" in value for value in params.values()):
         return json_response({"error": "invalid_request", "detail": "parameters cannot contain NUL"}, 400)
-    j = tables.jobs
     try:
         limit = _limit(params.get("limit"))
-        query = sa.select(*_JOB_COLUMNS).order_by(j.c.first_seen_at.desc(), j.c.id.desc()).limit(limit + 1)
-        for name in ("status", "service", "client_reference"):
-            if (value := params.get(name)) is not None:
-                query = query.where(j.c[name] == value)
-        if (since := params.get("since")) is not None:
-            query = query.where(j.c.first_seen_at >= _since(since))
-        if (cursor := params.get("cursor")) is not None:
-            seen_at, last_id = _decode_cursor(cursor)
-            query = query.where(sa.tuple_(j.c.first_seen_at, j.c.id) < sa.tuple_(sa.literal(seen_at), last_id))
+        since = params.get("since")
+        filters = search.Filters(
+            status=params.get("status"),
+            service=params.get("service"),
+            client_reference=params.get("client_reference"),
+            since=_since(since) if since is not None else None,
+        )
+        cursor = params.get("cursor")
+        query = search.query(filters, limit=limit, after=_decode_cursor(cursor) if cursor is not None else None)
     except BadRequest as exc:
         return json_response({"error": "invalid_request", "detail": str(exc)}, 400)
     try:
@@ -156,8 +148,7 @@ async def list_jobs(request: Request) -> Response:
             rows = [dict(row._mapping) for row in await conn.execute(query)]
     except DatabaseUnavailable:
         return _unavailable(state)
-    page, more = rows[:limit], len(rows) > limit
-    next_cursor = _encode_cursor(page[-1]["first_seen_at"], page[-1]["id"]) if more and page else None
+    page, next_cursor = search.page(rows, limit)
     return json_response({"jobs": [_jsonable(r) for r in page], "next_cursor": next_cursor}, 200)
 
 
@@ -237,23 +228,21 @@ async def _job(conn: Any, job_id: str) -> dict[str, Any] | None:
 
 
 async def _history(conn: Any, job_id: str) -> list[dict[str, Any]]:
-    e, o = tables.job_events, tables.outbox_events
-    rows = await conn.execute(
-        sa.select(
-            e.c.id.label("seq"),
-            e.c.received_at,
-            e.c.source,
-            e.c.status,
-            e.c.previous_status,
-            e.c.applied,
-            e.c.outbox_event_id.label("event_id"),
-            o.c.type.label("event_type"),
+    return [
+        _jsonable(
+            {
+                "seq": r.seq,
+                "received_at": r.received_at,
+                "source": r.source,
+                "status": r.status,
+                "previous_status": r.previous_status,
+                "applied": r.applied,
+                "event_id": r.event_id,
+                "event_type": r.event_type,
+            }
         )
-        .select_from(e.outerjoin(o, o.c.id == e.c.outbox_event_id))
-        .where(e.c.job_id == job_id)
-        .order_by(e.c.id)
-    )
-    return [_jsonable(dict(row._mapping)) for row in rows]
+        for r in await history.reports(conn, job_id)
+    ]
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
@@ -298,26 +287,8 @@ def _since(text: str) -> datetime:
         return _EARLIEST
 
 
-def _encode_cursor(seen_at: datetime, job_id: str) -> str:
-    raw = orjson.dumps([seen_at.isoformat(), job_id])
-    return base64url.encode(raw)
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The cursor's (first_seen_at, id), each checked as a query parameter would be: its shape
-    alone does not make it one we issued."""
-    refused = BadRequest("`cursor` is not one this API returned")
-    if len(cursor) > MAX_CURSOR_LENGTH:
-        raise refused
+def _decode_cursor(cursor: str) -> search.Cursor:
     try:
-        raw = base64url.decode(cursor)
-        seen_at, job_id = orjson.loads(raw)
-        moment = datetime.fromisoformat(seen_at)
-        moment_utc = moment.astimezone(UTC)
-    except (binascii.Error, ValueError, TypeError, OverflowError, orjson.JSONDecodeError):
-        raise refused from None
-    if not isinstance(job_id, str) or moment.tzinfo is None:
-        raise refused
-    if not 1 <= len(job_id) <= MAX_LENGTH["id"] or "\x00" in job_id:
-        raise refused  # never an id we store: PostgreSQL refuses NUL in text (a 500 once)
-    return moment_utc, job_id
+        return search.decode_cursor(cursor)
+    except search.InvalidCursor:
+        raise BadRequest("`cursor` is not one this API returned") from None
