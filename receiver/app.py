@@ -26,7 +26,7 @@ from receiver.core.notify import Notifier
 from receiver.inbound import endpoints, handler
 from receiver.inbound.state import AppState, json_response
 from receiver.jobs import api, openapi
-from receiver.outbound import outbox
+from receiver.outbound import forgeries, outbox
 from receiver.outbound.publisher import Publisher
 
 log = logging.getLogger("receiver.app")
@@ -66,6 +66,12 @@ def create_app(settings: Settings, *, with_publisher: bool = False) -> ReceiverA
         tasks = BackgroundTasks(log, asyncio.Event())
         tasks.start("endpoint-refresh", lambda: _refresh_loop(state, database), on_failure="restart")
         tasks.start("outbox-notify", state.notifier.run, on_failure="restart")
+        # Counted 401s, flushed in batches; a failure loses nothing (kept for the next flush).
+        tasks.start(
+            "signature-failures",
+            lambda: forgeries.run(state.signature_failures, pool, settings.forged_burst),
+            on_failure="restart",
+        )
         stop_publisher = asyncio.Event()
         publishing = None
         if with_publisher:

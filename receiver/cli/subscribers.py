@@ -17,7 +17,11 @@ def register(commands: Any) -> None:
     add = actions.add_parser("add", help="add an HTTP subscriber; prints its id and whsec_ secret")
     add.add_argument("url", help="absolute http:// or https:// URL; no user:password@")
     add.add_argument("--secret", help="whsec_… signing secret (generated when not given)")
-    add.add_argument("--events", help="comma-separated event types, e.g. job.completed,job.failed (default: all)")
+    add.add_argument(
+        "--events",
+        help="comma-separated event types, e.g. job.completed,job.failed; job.* and operational.* "
+        "(events about the receiver itself, sent only when asked for) are wildcards (default: every job event)",
+    )
     add.add_argument("--service", action="append", help="only jobs of this service (repeatable; default: all)")
     add.add_argument("--ed25519", action="store_true", help="also sign with an Ed25519 key pair (v1a)")
     add.set_defaults(handler=cmd_subscribers_add)
@@ -41,8 +45,9 @@ def cmd_subscribers_add(settings: Settings, args: argparse.Namespace) -> int:
     # Before the master key and the database: a bad URL is named in one line (exit 2) even where
     # neither is set up yet. `subscriptions.add` checks again, for every other way in.
     subscriptions.check_url(args.url)
-    key = crypto.master_key(settings)
     events = [e.strip() for e in args.events.split(",") if e.strip()] if args.events else None
+    subscriptions.check_event_types(events)
+    key = crypto.master_key(settings)
     services = [s.strip() for value in args.service or [] for s in value.split(",") if s.strip()] or None
     added = db.run_admin(
         settings,
@@ -54,7 +59,7 @@ def cmd_subscribers_add(settings: Settings, args: argparse.Namespace) -> int:
     print(f"secret      {added.secret}")
     if added.public_key:
         print(f"public key  {added.public_key}")
-    print(f"events      {', '.join(events) if events else 'all'}")
+    print(f"events      {', '.join(events) if events else 'every job event'}")
     print(f"services    {', '.join(services) if services else 'all'}")
     return 0
 

@@ -82,6 +82,8 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("DOITONG_API_KEY", "none", "for submit and reconciliation"),
     ("RECEIVER_STALE_AFTER", "15m", "reconcile jobs unchanged this long"),
     ("RECEIVER_RECONCILE_INTERVAL", "1m", "how often publishers reconcile"),
+    ("RECEIVER_UNRESOLVED_AFTER", "1h", "polled jobs unchanged this long: operational.jobs_stale"),
+    ("RECEIVER_FORGED_BURST", "20/5m", "401s per endpoint: operational.endpoint_forged_signatures"),
 )
 
 
@@ -133,6 +135,8 @@ class Settings:
     doitong_api_key: str | None = None
     stale_after: timedelta = timedelta(minutes=15)
     reconcile_interval: timedelta = timedelta(minutes=1)
+    unresolved_after: timedelta = timedelta(hours=1)
+    forged_burst: Burst | None = field(default_factory=lambda: Burst(20, timedelta(minutes=5)))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -182,6 +186,8 @@ class Settings:
             doitong_api_key=(env.get("DOITONG_API_KEY") or "").strip() or None,
             stale_after=_duration(env, "RECEIVER_STALE_AFTER", "15m"),
             reconcile_interval=_duration(env, "RECEIVER_RECONCILE_INTERVAL", "1m"),
+            unresolved_after=_duration(env, "RECEIVER_UNRESOLVED_AFTER", "1h"),
+            forged_burst=_burst(env.get("RECEIVER_FORGED_BURST")),
         )
 
     @property
@@ -354,6 +360,30 @@ def _api_token(value: str | None) -> str | None:
             f"RECEIVER_API_TOKEN: use at least {MIN_API_TOKEN_LENGTH} random characters (e.g. `receiver keygen`)"
         )
     return value.strip()
+
+
+@dataclass(frozen=True)
+class Burst:
+    """So many signature failures on one endpoint within a window (RECEIVER_FORGED_BURST)."""
+
+    failures: int
+    window: timedelta
+
+
+def _burst(value: str | None) -> Burst | None:
+    """`20/5m`: 20 or more 401s on one endpoint within 5 minutes; `off` (or 0) turns it off. The
+    window is counted in whole minutes (signature_failures keeps minutes)."""
+    text = (value or "20/5m").strip().lower()
+    if text in ("off", "0"):
+        return None
+    count, slash, window_text = text.partition("/")
+    usage = "write COUNT/WINDOW, e.g. 20/5m (20 or more 401s on one endpoint within 5 minutes), or off"
+    if not slash or not (count.isascii() and count.isdigit()) or not 1 <= int(count) <= 1_000_000:
+        raise ConfigError(f"RECEIVER_FORGED_BURST: {value!r}: {usage}")
+    window = durations.parse(window_text, setting="RECEIVER_FORGED_BURST")
+    if window < timedelta(minutes=1) or window > timedelta(days=1) or window.total_seconds() % 60:
+        raise ConfigError(f"RECEIVER_FORGED_BURST: the window must be whole minutes, from 1m to 24h ({value!r})")
+    return Burst(int(count), window)
 
 
 def _http_url(value: str | None, name: str) -> str | None:

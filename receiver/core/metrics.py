@@ -12,6 +12,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -80,6 +81,19 @@ UNREGISTERED = Counter(
     "receiver_webhooks_unregistered",
     "Accepted webhooks for job ids never registered through us (a leaked secret shows up here).",
     ["endpoint"],
+)
+# Set by the publishers that reconcile (operational.watch_unresolved_jobs), 0 elsewhere: alert on
+# the max across processes. "livemax" so that a worker of `serve --workers N` that ended is not counted.
+JOBS_UNRESOLVED = Gauge(
+    "receiver_jobs_unresolved",
+    "Jobs reconciliation asked Doitong about that are still unfinished RECEIVER_UNRESOLVED_AFTER "
+    "after their last change (operational.jobs_stale).",
+    multiprocess_mode="livemax",
+)
+JOBS_UNRESOLVED_OLDEST = Gauge(
+    "receiver_jobs_unresolved_oldest_seconds",
+    "Time since the last change of the oldest unresolved job (0: none).",
+    multiprocess_mode="livemax",
 )
 LATENCY = Histogram(
     "receiver_webhook_duration_seconds",

@@ -211,12 +211,22 @@ outbox_events = Table(
         comment="event id, stable across retries, replays and sinks",
     ),
     Column("seq", BigInteger, Identity(), nullable=False, comment="global order of creation"),
-    Column("job_id", Text, ForeignKey("jobs.id"), nullable=False, comment="the job whose state changed"),
-    Column("status", Text, nullable=False, comment="the job status this event announces"),
-    Column("type", Text, nullable=False, comment="job.processing, job.completed, job.failed, ..."),
+    Column("job_id", Text, ForeignKey("jobs.id"), comment="the job whose state changed (NULL: an operational event)"),
+    Column("status", Text, comment="the job status this event announces (NULL: an operational event)"),
+    Column(
+        "type",
+        Text,
+        nullable=False,
+        comment="job.processing, job.completed, job.failed, ...; operational.* for events about the receiver",
+    ),
     Column("payload", JSONB, nullable=False, comment="the envelope {id,type,timestamp,data} as sent"),
     _ts("created_at", "when the state change committed", nullable=False, default_now=True),
     _ts("dispatched_at", "when the publisher fanned it out to subscribers (NULL: pending)"),
+    Column(
+        "subject",
+        Text,
+        comment="what an operational event is about: subscriber:<id>, endpoint:<name> or jobs (NULL: a job event)",
+    ),
     UniqueConstraint("job_id", "status"),
     UniqueConstraint("seq"),
     Index(
@@ -224,7 +234,9 @@ outbox_events = Table(
         "seq",
         postgresql_where=text("dispatched_at IS NULL"),
     ),
-    comment="Transactional outbox: one event per real job state change.",
+    # ck_outbox_events_about (job events have a job and a status, operational ones a subject and
+    # a known type) is written out in receiver/sql/tables.sql; autogenerate does not compare CHECKs.
+    comment="Transactional outbox: one event per real job state change, and the receiver's operational events.",
 )
 
 subscriptions = Table(
@@ -303,7 +315,12 @@ deliveries = Table(
         nullable=False,
         comment="who it is delivered to",
     ),
-    Column("job_id", Text, nullable=False, comment="the event's job (deliveries per subscriber and job go in order)"),
+    Column(
+        "job_id",
+        Text,
+        nullable=False,
+        comment="the event's job, or operational:<subject> (deliveries per subscriber and line go in order)",
+    ),
     Column("event_seq", BigInteger, nullable=False, comment="outbox_events.seq, the order within a job"),
     Column(
         "state",
@@ -340,6 +357,30 @@ deliveries = Table(
     Index("ix_deliveries_dead", "subscription_id", postgresql_where=text("state = 'dead'")),
     Index("ix_deliveries_delivered_at", "delivered_at", postgresql_where=text("state = 'delivered'")),
     comment="One row per event and subscriber: attempts, schedule and outcome.",
+)
+
+signature_failures = Table(
+    "signature_failures",
+    metadata,
+    Column(
+        "endpoint",
+        Text,
+        primary_key=True,
+        comment="endpoint name (only configured endpoints check signatures)",
+    ),
+    Column("minute", DateTime(timezone=True), primary_key=True, comment="the minute they were counted in"),
+    Column("failures", Integer, nullable=False, comment="requests refused with 401 in that minute"),
+    comment="Webhooks refused for a missing, malformed or wrong signature, per endpoint and minute, from every server.",
+)
+
+operational_marks = Table(
+    "operational_marks",
+    metadata,
+    Column("type", Text, primary_key=True, comment="the operational event type"),
+    Column("subject", Text, primary_key=True, comment="what it was about, as outbox_events.subject"),
+    _ts("emitted_at", "when it was last emitted", nullable=False),
+    _ts("covered_until", "what the last one covered (jobs_stale: the last change of the newest job it reported)"),
+    comment="When an operational event emitted at most once per window was last emitted, across every process.",
 )
 
 audit_log = Table(

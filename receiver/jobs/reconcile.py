@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -90,6 +90,38 @@ async def reconcile_once(
     if result.events:
         await conn.execute("SELECT pg_notify(%s, '')", (notify.CHANNEL,))
     return result
+
+
+# Jobs reconciliation has asked about (last_polled_at is set) that are still unfinished `after`
+# their last change: Doitong did not know them, did not answer, or keeps saying they run. Polls
+# do not move updated_at, only a status change does. The walk is ix_jobs_unfinished's.
+UNRESOLVED = """
+WITH u AS (
+    SELECT id, updated_at FROM jobs
+    WHERE NOT receiver_status_terminal(status)
+      AND updated_at < now() - %(after)s
+      AND last_polled_at IS NOT NULL
+)
+SELECT (SELECT count(*) FROM u), (SELECT min(updated_at) FROM u), (SELECT max(updated_at) FROM u),
+       ARRAY(SELECT id FROM u ORDER BY updated_at, id LIMIT %(shown)s),
+       coalesce(extract(epoch FROM now() - (SELECT min(updated_at) FROM u)), 0)::float8
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Unresolved:
+    count: int
+    oldest_job_ids: list[str]  # up to `shown`, oldest change first
+    oldest_change: datetime | None
+    newest_change: datetime | None
+    oldest_seconds: float
+
+
+async def unresolved(conn: psycopg.AsyncConnection[Any], *, after: timedelta, shown: int = 10) -> Unresolved:
+    """The jobs reconciliation cannot resolve (see UNRESOLVED)."""
+    row = await (await conn.execute(UNRESOLVED, {"after": after, "shown": shown})).fetchone()
+    assert row is not None
+    return Unresolved(int(row[0]), list(row[3]), row[1], row[2], float(row[4]))
 
 
 async def run_periodically(

@@ -23,11 +23,16 @@ DeliveryState = Literal["pending", "delivered", "dead"]
 
 
 def _matches(service: str) -> str:
-    """Subscription s wants event o (its job's service given as an SQL expression)."""
-    return (
-        "(s.event_types IS NULL OR o.type = ANY(s.event_types))"
-        f" AND (s.services IS NULL OR {service} = ANY(s.services))"
-    )
+    """Subscription s wants event o (its job's service given as an SQL expression). The rule,
+    operational events included (asked for by name only, never about the subscriber itself), is
+    receiver_delivers() in receiver/sql/operational.sql; the planner inlines it."""
+    return f"receiver_delivers(s.id, s.event_types, s.services, o.type, o.subject, {service})"
+
+
+# The line a delivery keeps order in (deliveries.job_id): its job, or for an operational event
+# (which has none) what it is about, so that e.g. circuit_opened and circuit_closed about one
+# subscriber arrive in that order.
+_LINE = "coalesce(o.job_id, 'operational:' || o.subject)"
 
 
 # One fan-out at a time (a transaction-scoped advisory lock; the others skip the turn).
@@ -42,7 +47,7 @@ FAN_OUT = f"""
 WITH gate AS (
     SELECT pg_try_advisory_xact_lock({FAN_OUT_LOCK}) AS mine
 ), o AS (
-    SELECT o.id, o.job_id, o.seq, o.type, o.created_at, o.payload -> 'data' ->> 'service' AS service
+    SELECT o.id, {_LINE} AS line, o.seq, o.type, o.subject, o.created_at, o.payload -> 'data' ->> 'service' AS service
     FROM outbox_events o, gate
     WHERE gate.mine AND o.dispatched_at IS NULL
     ORDER BY o.seq
@@ -50,7 +55,7 @@ WITH gate AS (
     FOR UPDATE OF o SKIP LOCKED
 ), fanned AS (
     INSERT INTO deliveries (event_id, subscription_id, job_id, event_seq)
-    SELECT o.id, s.id, o.job_id, o.seq
+    SELECT o.id, s.id, o.line, o.seq
     FROM o
     JOIN subscriptions s ON s.created_at <= o.created_at AND {_matches("o.service")}
     ON CONFLICT (event_id, subscription_id) DO NOTHING
@@ -147,7 +152,7 @@ UPDATE deliveries d SET
     last_attempt_at = now()
 FROM due, outbox_events o
 WHERE d.id = due.id AND o.id = d.event_id
-RETURNING d.id, d.subscription_id, d.attempts, o.id, o.type, o.job_id, o.payload::text, o.created_at,
+RETURNING d.id, d.subscription_id, d.attempts, o.id, o.type, d.job_id, o.payload::text, o.created_at,
     d.claimed_until, due.last_attempt_at
 """
 
@@ -164,7 +169,7 @@ class Claimed:
     attempt: int
     event_id: uuid.UUID
     event_type: str
-    job_id: str
+    job_id: str  # the delivery's line: the job, or operational:<subject> for an operational event
     body: bytes
     event_created_at: datetime
     claimed_until: datetime  # the lease, and what tells this claim of the row from any later one
@@ -338,7 +343,7 @@ async def disable_gone(conn: AsyncConnection[Any], subscription_id: str, reason:
 
 REPLAY = f"""
 WITH chosen AS (
-    SELECT o.id, o.job_id, o.seq, s.id AS subscription_id
+    SELECT o.id, {_LINE} AS job_id, o.seq, s.id AS subscription_id
     FROM outbox_events o
     JOIN subscriptions s ON {_matches("o.payload -> 'data' ->> 'service'")}
     WHERE (%(event_id)s::uuid IS NULL OR o.id = %(event_id)s::uuid)

@@ -50,7 +50,7 @@ from receiver.core import background, db, metrics, notify, outage
 from receiver.core.config import Settings
 from receiver.core.errors import DatabaseUnavailable
 from receiver.jobs import doitong, reconcile
-from receiver.outbound import outbox, subscriptions
+from receiver.outbound import operational, outbox, subscriptions
 from receiver.outbound.sinks.base import Message, Result, Sink, Unconfigured
 from receiver.outbound.sinks.broker import BrokerSink
 from receiver.outbound.sinks.http import HttpPool
@@ -191,6 +191,17 @@ class Publisher:
                     api,
                     interval=self.settings.reconcile_interval,
                     stale_after=self.settings.stale_after,
+                    stop=stop,
+                ),
+                on_failure="restart",
+            )
+            # Jobs polling cannot finish: operational.jobs_stale and the unresolved-jobs gauges.
+            tasks.start(
+                "unresolved-jobs",
+                lambda: operational.watch_unresolved_jobs(
+                    self.pool,
+                    after=self.settings.unresolved_after,
+                    interval=self.settings.reconcile_interval,
                     stop=stop,
                 ),
                 on_failure="restart",

@@ -28,11 +28,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from receiver.core import crypto, tables
 from receiver.core.errors import ConfigError, NotFound
+from receiver.outbound import operational
 
 Kind = Literal["http", "nats", "amqp"]
 SECRET_PREFIX = "whsec_"
 PUBLIC_KEY_PREFIX = "whpk_"
 _EVENT_TYPE = re.compile(r"job\.[a-z0-9_]+")
+JOB_WILDCARD = "job.*"
 # The HMAC key inside a subscriber's whsec_ secret, in bytes. Not the inbound secret's
 # character floor (config.MIN_WEBHOOK_SECRET_LENGTH): here we sign, so the key must be strong.
 MIN_SECRET_KEY_BYTES = 16
@@ -191,11 +193,24 @@ def _bad_url(url: str, problem: str) -> ConfigError:
 
 
 def check_event_types(types: list[str] | None) -> list[str] | None:
+    """The event types a subscription asks for, or None for every job event. `job.*` is every
+    job event, `operational.*` every operational event; operational events go only to a
+    subscription that names them (or the wildcard), so a misspelt one is refused here rather
+    than silently never delivered. Job types are open-ended (job.<any status>)."""
     if not types:
         return None
     for event_type in types:
-        if not _EVENT_TYPE.fullmatch(event_type):
-            raise ConfigError(f"--events: {event_type!r} is not an event type; use e.g. job.completed,job.failed")
+        if event_type.startswith(operational.PREFIX):
+            if event_type != operational.WILDCARD and event_type not in operational.TYPES:
+                raise ConfigError(
+                    f"--events: {event_type!r} is not an operational event type; use {operational.WILDCARD} "
+                    f"or one of {', '.join(operational.TYPES)}"
+                )
+        elif event_type != JOB_WILDCARD and not _EVENT_TYPE.fullmatch(event_type):
+            raise ConfigError(
+                f"--events: {event_type!r} is not an event type; use e.g. job.completed,job.failed, "
+                f"{JOB_WILDCARD} or {operational.WILDCARD}"
+            )
     return sorted(set(types))
 
 

@@ -1,4 +1,4 @@
-"""The current schema, in the order it is built: tables, then the state machine, then the views.
+"""The current schema, in the order it is built: tables, the state machine, operational events, views.
 
 These files are what a reader opens to learn the schema; `receiver migrate` builds the database
 from the Alembic revisions in migrations/, and tests/integration/test_schema_file.py proves the two
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-FILES = ("tables.sql", "state_machine.sql", "views.sql")
+FILES = ("tables.sql", "state_machine.sql", "operational.sql", "views.sql")
 
 
 def read(name: str) -> str:

@@ -1,0 +1,307 @@
+"""Operational events in PostgreSQL: who receives them, delivery_dead from any statement, no loops,
+once per window across processes, and the release before 0010 on this schema."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+
+from receiver.core.config import Burst
+from receiver.outbound import forgeries, operational, outbox, subscriptions
+from tests.support import MASTER_KEY, admin, query, scalar
+
+
+async def _subscribe(database_url: str, events: list[str] | None = None) -> str:
+    added = await admin(
+        database_url, lambda c: subscriptions.add(c, MASTER_KEY, "http://127.0.0.1:9/hook", event_types=events)
+    )
+    return added.id
+
+
+async def _connect(database_url: str) -> psycopg.AsyncConnection[Any]:
+    return await psycopg.AsyncConnection.connect(database_url, autocommit=True)
+
+
+def _receivers(database_url: str, event_id: uuid.UUID) -> set[str]:
+    return {
+        row[0] for row in query(database_url, "SELECT subscription_id FROM deliveries WHERE event_id = %s", (event_id,))
+    }
+
+
+async def test_only_subscriptions_that_ask_by_type_receive_and_none_about_itself(database_url: str) -> None:
+    everything = await _subscribe(database_url)  # no filter: every job event, never an operational one
+    jobs_only = await _subscribe(database_url, ["job.completed"])
+    wildcard = await _subscribe(database_url, ["operational.*"])
+    exact = await _subscribe(database_url, ["operational.circuit_opened", "job.*"])
+    other_type = await _subscribe(database_url, ["operational.jobs_stale"])
+    async with await _connect(database_url) as conn:
+        about_other = await operational.emit(
+            conn, "operational.circuit_opened", {"subscriber_id": "sub_elsewhere", "url": "http://x/"}
+        )
+        about_wildcard = await operational.emit(
+            conn, "operational.circuit_opened", {"subscriber_id": wildcard, "url": "http://127.0.0.1:9/hook"}
+        )
+        about_exact = await operational.emit(
+            conn, "operational.circuit_closed", {"subscriber_id": exact, "url": "http://127.0.0.1:9/hook"}
+        )
+        fanned = await outbox.fan_out(conn)
+    assert fanned.events == 3
+    assert _receivers(database_url, about_other) == {wildcard, exact}
+    assert _receivers(database_url, about_wildcard) == {exact}  # never to the subscriber it is about
+    assert _receivers(database_url, about_exact) == {wildcard}  # exact asked for circuit_opened only
+    assert {everything, jobs_only, other_type}.isdisjoint(
+        row[0] for row in query(database_url, "SELECT subscription_id FROM deliveries")
+    )
+    # The line a delivery keeps order in is what the event is about.
+    lines = query(database_url, "SELECT DISTINCT job_id FROM deliveries WHERE event_id = %s", (about_other,))
+    assert lines == [("operational:subscriber:sub_elsewhere",)]
+    envelope = orjson.loads(
+        scalar(database_url, "SELECT payload::text FROM outbox_events WHERE id = %s", (about_other,))
+    )
+    assert envelope["id"] == str(about_other) and envelope["type"] == "operational.circuit_opened"
+    assert envelope["data"] == {"subscriber_id": "sub_elsewhere", "url": "http://x/"}
+    assert envelope["timestamp"].endswith("Z")
+
+
+async def test_job_wildcard_and_filters_still_route_job_events(database_url: str) -> None:
+    everything = await _subscribe(database_url)
+    wildcard = await _subscribe(database_url, ["job.*"])
+    failed_only = await _subscribe(database_url, ["job.failed"])
+    operations = await _subscribe(database_url, ["operational.*"])
+    async with await _connect(database_url) as conn:
+        await conn.execute(
+            "SELECT receiver_apply_job_event('j1', 'completed', 'poll', NULL, NULL, NULL,"
+            " 'hedra', NULL, NULL, NULL, NULL, NULL, NULL)"
+        )
+        await outbox.fan_out(conn)
+    received = {row[0] for row in query(database_url, "SELECT subscription_id FROM deliveries WHERE job_id = 'j1'")}
+    assert received == {everything, wildcard}
+    assert failed_only not in received and operations not in received
+
+
+async def test_a_dead_job_delivery_emits_delivery_dead_and_a_dead_operational_one_does_not(database_url: str) -> None:
+    broken = await _subscribe(database_url)
+    operations = await _subscribe(database_url, ["operational.delivery_dead"])
+    async with await _connect(database_url) as conn:
+        await conn.execute(
+            "SELECT receiver_apply_job_event('job-d', 'completed', 'poll', NULL, NULL, NULL,"
+            " 'hedra', NULL, NULL, NULL, NULL, NULL, NULL)"
+        )
+        await outbox.fan_out(conn)
+        claimed = await outbox.claim(
+            conn, me="t", limit=10, lease=timedelta(seconds=30), brokers=[], cap=10, in_flight={}
+        )
+        assert [c.subscription_id for c in claimed] == [broken]
+        job_event = claimed[0].event_id
+        await outbox.complete(conn, "t", [outbox.Completion.of(claimed[0], "dead", 503, "HTTP 503")])
+
+        rows = query(
+            database_url,
+            "SELECT id, subject, payload::text FROM outbox_events WHERE type = 'operational.delivery_dead'",
+        )
+        assert len(rows) == 1
+        dead_event, subject, payload = rows[0]
+        assert subject == f"subscriber:{broken}"
+        assert orjson.loads(payload)["data"] == {
+            "subscriber_id": broken,
+            "kind": "http",
+            "url": "http://127.0.0.1:9/hook",
+            "event_id": str(job_event),
+            "event_type": "job.completed",
+            "job_id": "job-d",
+            "attempts": 1,
+            "last_status": 503,
+            "last_error": "HTTP 503",
+        }
+        await outbox.fan_out(conn)
+        assert _receivers(database_url, dead_event) == {operations}  # not to `broken`, which it is about
+
+        # The operations subscriber fails too: its dead delivery of the operational event is the end.
+        claimed = await outbox.claim(
+            conn, me="t", limit=10, lease=timedelta(seconds=30), brokers=[], cap=10, in_flight={}
+        )
+        assert [c.event_id for c in claimed] == [dead_event]
+        assert claimed[0].job_id == f"operational:subscriber:{broken}"
+        await outbox.complete(conn, "t", [outbox.Completion.of(claimed[0], "dead", None, "refused")])
+    assert scalar(database_url, "SELECT count(*) FROM outbox_events WHERE type LIKE 'operational.%%'") == 1
+
+
+async def test_replaying_dead_operational_deliveries(database_url: str) -> None:
+    operations = await _subscribe(database_url, ["operational.*"])
+    async with await _connect(database_url) as conn:
+        event = await operational.emit(conn, "operational.jobs_stale", {"count": 3})
+        await outbox.fan_out(conn)
+        await conn.execute("UPDATE deliveries SET state = 'dead', attempts = 11")
+        assert await outbox.replay(conn, dead=True) == 1
+    assert query(
+        database_url, "SELECT subscription_id, job_id, state, attempts FROM deliveries WHERE event_id = %s", (event,)
+    ) == [(operations, "operational:jobs", "pending", 0)]
+
+
+async def test_unknown_types_and_missing_subjects_are_refused(database_url: str) -> None:
+    async with await _connect(database_url) as conn:
+        with pytest.raises(ValueError, match="subscriber_id"):
+            await operational.emit(conn, "operational.subscriber_disabled", {"url": "http://x/"})
+        with pytest.raises(ValueError, match="not an operational event type"):
+            await operational.emit(conn, "operational.nope", {})  # type: ignore[arg-type]
+        with pytest.raises(psycopg.errors.CheckViolation):
+            await conn.execute("SELECT receiver_operational_event('operational.nope', 'jobs', '{}')")
+        # A job event must keep its job and status: the (job_id, status) guard depends on them.
+        with pytest.raises(psycopg.errors.CheckViolation):
+            await conn.execute(
+                "INSERT INTO outbox_events (type, payload, subject) VALUES ('job.completed', '{}', 'jobs')"
+            )
+        # Every type the code names is one the database takes.
+        for event_type in operational.TYPES:
+            data = {"subscriber_id": "s", "url": "u", "endpoint": "default", "count": 1}
+            await operational.emit(conn, event_type, data)
+    assert scalar(database_url, "SELECT count(DISTINCT type) FROM outbox_events") == len(operational.TYPES)
+
+
+async def test_emit_once_emits_once_per_window_across_connections(database_url: str) -> None:
+    data = {"endpoint": "default", "failures": 50}
+    first, second = await _connect(database_url), await _connect(database_url)
+    try:
+        async with first.transaction():
+            assert await operational.emit_once(
+                first, "operational.endpoint_forged_signatures", data, window=timedelta(minutes=5)
+            )
+
+            async def racing() -> uuid.UUID | None:
+                async with second.transaction():
+                    return await operational.emit_once(
+                        second, "operational.endpoint_forged_signatures", data, window=timedelta(minutes=5)
+                    )
+
+            waiting = asyncio.create_task(racing())
+            await asyncio.sleep(0.3)
+            assert not waiting.done()  # blocked on the mark's row lock
+        assert await waiting is None  # and then saw the first one's mark
+        # Another endpoint is another subject.
+        async with first.transaction():
+            assert await operational.emit_once(
+                first, "operational.endpoint_forged_signatures", {"endpoint": "other"}, window=timedelta(minutes=5)
+            )
+        # Once the window has passed, again.
+        await first.execute("UPDATE operational_marks SET emitted_at = now() - interval '6 minutes'")
+        async with first.transaction():
+            assert await operational.emit_once(
+                first, "operational.endpoint_forged_signatures", data, window=timedelta(minutes=5)
+            )
+    finally:
+        await first.close()
+        await second.close()
+    assert scalar(database_url, "SELECT count(*) FROM outbox_events WHERE subject = 'endpoint:default'") == 2
+
+
+async def test_forged_signature_counts_add_up_and_a_burst_emits_once(database_url: str) -> None:
+    burst = Burst(20, timedelta(minutes=5))
+    minute = int(time.time()) // 60 * 60
+    async with await _connect(database_url) as conn:
+        assert await forgeries.flush(conn, {("default", minute): 12, ("other", minute): 3}, burst) == []
+        # A second server's counts for the same minute add to the first's.
+        assert await forgeries.flush(conn, {("default", minute): 8}, burst) == ["default"]
+        assert await forgeries.flush(conn, {("default", minute): 5}, burst) == []  # same burst window
+    assert query(database_url, "SELECT endpoint, failures FROM signature_failures ORDER BY endpoint") == [
+        ("default", 25),
+        ("other", 3),
+    ]
+    payload = orjson.loads(
+        scalar(
+            database_url,
+            "SELECT payload::text FROM outbox_events WHERE type = 'operational.endpoint_forged_signatures'",
+        )
+    )
+    assert payload["data"] == {"endpoint": "default", "failures": 20, "window": "5m", "threshold": 20}
+    # Failures older than the window do not count toward a burst.
+    async with await _connect(database_url) as conn:
+        await conn.execute("UPDATE signature_failures SET minute = minute - interval '10 minutes'")
+        await conn.execute("UPDATE operational_marks SET emitted_at = emitted_at - interval '10 minutes'")
+        assert await forgeries.flush(conn, {("default", minute): 19}, burst) == []
+        assert await forgeries.flush(conn, {("default", minute): 1}, None) == []  # off: counted, never emitted
+    assert scalar(database_url, "SELECT sum(failures) FROM signature_failures WHERE endpoint = 'default'") == 45
+
+
+async def test_unresolved_jobs_are_reported_once_per_occasion(database_url: str) -> None:
+    async with await _connect(database_url) as conn:
+        await conn.execute(
+            "INSERT INTO jobs (id, status, updated_at, last_polled_at) VALUES"
+            " ('stuck-1', 'processing', now() - interval '3 hours', now()),"
+            " ('stuck-2', 'submitted', now() - interval '2 hours', now()),"
+            " ('never-polled', 'processing', now() - interval '5 hours', NULL),"
+            " ('recent', 'processing', now() - interval '10 minutes', now()),"
+            " ('done', 'completed', now() - interval '9 hours', now())"
+        )
+        first = await operational.report_unresolved_jobs(conn, after=timedelta(hours=1))
+        assert first is not None
+        assert await operational.report_unresolved_jobs(conn, after=timedelta(hours=1)) is None  # same jobs
+        data = orjson.loads(scalar(database_url, "SELECT payload::text FROM outbox_events WHERE id = %s", (first,)))[
+            "data"
+        ]
+        assert data["count"] == 2 and data["oldest_job_ids"] == ["stuck-1", "stuck-2"]
+        assert data["unresolved_after"] == 3600
+        # A newer job joins them, but within the hour of the last event: not yet.
+        await conn.execute("UPDATE jobs SET updated_at = now() - interval '90 minutes' WHERE id = 'recent'")
+        assert await operational.report_unresolved_jobs(conn, after=timedelta(hours=1)) is None
+        await conn.execute("UPDATE operational_marks SET emitted_at = now() - interval '61 minutes'")
+        second = await operational.report_unresolved_jobs(conn, after=timedelta(hours=1))
+        assert second is not None
+        # The hour passes again with no newer job: nothing new to say.
+        await conn.execute("UPDATE operational_marks SET emitted_at = now() - interval '61 minutes'")
+        assert await operational.report_unresolved_jobs(conn, after=timedelta(hours=1)) is None
+        await conn.execute("UPDATE jobs SET status = 'completed' WHERE id LIKE 'stuck-%%' OR id = 'recent'")
+        assert await operational.report_unresolved_jobs(conn, after=timedelta(hours=1)) is None
+
+
+# The fan-out of revision 0005 to 0009's code, as it was: copies outbox_events.job_id into
+# deliveries and matches on event_types alone. It keeps running during a rolling deploy.
+FAN_OUT_BEFORE_0010 = """
+WITH o AS (
+    SELECT o.id, o.job_id, o.seq, o.type, o.created_at, o.payload -> 'data' ->> 'service' AS service
+    FROM outbox_events o WHERE o.dispatched_at IS NULL ORDER BY o.seq FOR UPDATE OF o SKIP LOCKED
+), fanned AS (
+    INSERT INTO deliveries (event_id, subscription_id, job_id, event_seq)
+    SELECT o.id, s.id, o.job_id, o.seq
+    FROM o
+    JOIN subscriptions s ON s.created_at <= o.created_at
+      AND (s.event_types IS NULL OR o.type = ANY(s.event_types))
+      AND (s.services IS NULL OR o.service = ANY(s.services))
+    ON CONFLICT (event_id, subscription_id) DO NOTHING
+    RETURNING 1
+)
+UPDATE outbox_events SET dispatched_at = now() WHERE id = ANY(ARRAY(SELECT o.id FROM o))
+RETURNING (SELECT count(*) FROM fanned)
+"""
+
+
+async def test_the_fan_out_of_the_release_before_routes_operational_events_as_this_one_does(
+    database_url: str,
+) -> None:
+    """Without the trigger, the old statement fails on the NULL job_id (the whole batch, for as long
+    as an old publisher runs) or delivers operational events to every subscriber without a filter.
+    It does not know `operational.*`: such a subscription misses what an old publisher fans out
+    (the README says so under "Upgrading")."""
+    everything = await _subscribe(database_url)
+    operations = await _subscribe(database_url, ["operational.jobs_stale"])
+    about_itself = await _subscribe(database_url, ["operational.circuit_opened"])
+    async with await _connect(database_url) as conn:
+        await conn.execute(
+            "SELECT receiver_apply_job_event('job-old', 'completed', 'poll', NULL, NULL, NULL,"
+            " 'hedra', NULL, NULL, NULL, NULL, NULL, NULL)"
+        )
+        stale = await operational.emit(conn, "operational.jobs_stale", {"count": 1})
+        opened = await operational.emit(conn, "operational.circuit_opened", {"subscriber_id": about_itself})
+        await conn.execute(FAN_OUT_BEFORE_0010)
+    assert query(database_url, "SELECT subscription_id, job_id FROM deliveries WHERE event_id = %s", (stale,)) == [
+        (operations, "operational:jobs")
+    ]
+    assert _receivers(database_url, opened) == set()
+    job_receivers = query(database_url, "SELECT subscription_id FROM deliveries WHERE job_id = 'job-old'")
+    assert {row[0] for row in job_receivers} == {everything}
