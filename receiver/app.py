@@ -14,9 +14,9 @@ from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from receiver.core import crypto, db, logs, metrics, migrate, outage
+from receiver.core import crypto, db, logs, metrics, migrate, outage, tracing
 from receiver.core.background import BackgroundTasks, TaskFailed
 from receiver.core.config import Settings
 from receiver.core.errors import DatabaseUnavailable, ReceiverError
@@ -100,7 +100,7 @@ def create_app(settings: Settings, *, with_publisher: bool = False) -> ReceiverA
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
-    receiver_app = ReceiverApp(Starlette(routes=routes, lifespan=lifespan))
+    receiver_app = ReceiverApp(Starlette(routes=routes, lifespan=lifespan), traced=settings.tracing)
     return receiver_app
 
 
@@ -108,9 +108,11 @@ class ReceiverApp:
     """The ASGI app: webhooks go straight to their handler, everything else (and the
     lifespan) through Starlette; every request gets one access log line."""
 
-    def __init__(self, starlette: Starlette) -> None:
+    def __init__(self, starlette: Starlette, *, traced: bool = False) -> None:
         self.starlette = starlette
         self._logged = AccessLog(self._dispatch)
+        # Tracing on: a server span around the request and its log line. Off: not even a check.
+        self._entry: ASGIApp = tracing.ServerSpans(self._logged, _route) if traced else self._logged
         # Set by whoever runs the server (`receiver run`): how to stop it when the publisher
         # inside it has failed. `failure` keeps what failed, for the exit code.
         self.stop_server: Callable[[], None] | None = None
@@ -144,7 +146,7 @@ class ReceiverApp:
         return self.starlette.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._logged(scope, receive, send)
+        await self._entry(scope, receive, send)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if handler.matches(scope):
@@ -153,11 +155,21 @@ class ReceiverApp:
             await self.starlette(scope, receive, send)
 
 
+def _route(scope: Scope) -> str | None:
+    """The route a request matched, for its server span's name (after the request ran)."""
+    if handler.matches(scope):
+        return handler.route(scope)
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else None
+
+
 def factory() -> ReceiverApp:
     """Entry point for `uvicorn --factory` workers: settings from the environment. A worker
     is a fresh process, so it sets up its own logging (else its request lines are lost)."""
     settings = Settings.from_env()
     logs.setup(settings)
+    tracing.setup(settings)
     return create_app(settings)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from receiver import __version__
 from receiver.cli import deliveries, endpoints, jobs, server, simulate, subscribers
-from receiver.core import config, logs
+from receiver.core import config, logs, tracing
 from receiver.core.config import Settings
 from receiver.core.errors import ConfigError, ReceiverError
 
@@ -33,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             settings = settings.replace(log_level="DEBUG")
         logs.setup(settings)
+        tracing.setup(settings)
         result: int = args.handler(settings, args)
         return result
     except ConfigError as exc:

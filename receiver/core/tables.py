@@ -223,6 +223,13 @@ outbox_events = Table(
     _ts("created_at", "when the state change committed", nullable=False, default_now=True),
     _ts("dispatched_at", "when the publisher fanned it out to subscribers (NULL: pending)"),
     Column(
+        "traceparent",
+        Text,
+        comment="W3C traceparent of the span that created it (ingest, poll); its deliveries continue "
+        "that trace. NULL: tracing was off",
+    ),
+    Column("tracestate", Text, comment="W3C tracestate that came with traceparent, if any"),
+    Column(
         "subject",
         Text,
         comment="what an operational event is about: subscriber:<id>, endpoint:<name> or jobs (NULL: a job event)",
@@ -338,6 +345,11 @@ deliveries = Table(
     Column("last_error", Text, comment="why the last attempt failed"),
     _ts("created_at", "when the event was fanned out to this subscriber", nullable=False, default_now=True),
     _ts("delivered_at", "when it was delivered"),
+    _ts(
+        "replayed_at",
+        "when `receiver replay` (or the console) last queued it again; its attempts then start a new trace "
+        "linked to the event's",
+    ),
     UniqueConstraint("event_id", "subscription_id"),
     CheckConstraint("state IN ('pending', 'delivered', 'dead')", name="state"),
     Index(

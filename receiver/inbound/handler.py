@@ -18,10 +18,11 @@ from functools import cache
 from typing import Any
 
 import orjson
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter
 from starlette.types import Receive, Scope, Send
 
-from receiver.core import bodies, db, metrics
+from receiver.core import bodies, db, metrics, tracing
 from receiver.core.errors import (
     BodyTooLarge,
     ClientGone,
@@ -101,6 +102,11 @@ class _Headers:
 def matches(scope: Scope) -> bool:
     """Whether a request is for this handler (checked before any routing, on every request)."""
     return scope["type"] == "http" and str(scope["path"]).startswith(PATH)
+
+
+def route(scope: Scope) -> str:
+    """The route template of a request this handler took, for its server span."""
+    return PATH if scope["path"][len(PATH) :] in ("", "/") else PATH + "/{endpoint}"
 
 
 async def asgi(state: AppState, scope: Scope, receive: Receive, send: Send) -> None:
@@ -222,6 +228,12 @@ async def _handle(
 
 
 async def _ingest(state: AppState, **webhook: Any) -> ingest.IngestResult:
+    if state.settings.tracing:
+        return await _traced_ingest(state, webhook)
+    return await _transaction(state, webhook)
+
+
+async def _transaction(state: AppState, webhook: dict[str, Any]) -> ingest.IngestResult:
     """The webhook transaction on a pooled connection, driver errors translated."""
     try:
         conn = await state.pool.getconn()
@@ -234,6 +246,30 @@ async def _ingest(state: AppState, **webhook: Any) -> ingest.IngestResult:
         if unavailable is None:
             raise
         raise unavailable from exc
+
+
+async def _traced_ingest(state: AppState, webhook: dict[str, Any]) -> ingest.IngestResult:
+    """The transaction in a span of its own, whose context the outbox event keeps: each delivery
+    of the event is a child of this span, whichever publisher sends it and however late."""
+    payload: payloads.WebhookPayload = webhook["payload"]
+    attributes = {
+        "db.system.name": "postgresql",
+        "db.stored_procedure.name": "receiver_ingest",
+        "doitong.webhook.endpoint": webhook["endpoint"],
+        "doitong.job.id": payload.job_id,
+        "doitong.job.status": payload.status,
+    }
+    with tracing.span("receiver_ingest", kind=SpanKind.CLIENT, attributes=attributes) as span:
+        webhook["traceparent"], webhook["tracestate"] = tracing.w3c(span)
+        try:
+            result = await _transaction(state, webhook)
+        except DatabaseUnavailable as exc:
+            tracing.failed(span, str(exc), "database_unavailable")
+            raise
+        span.set_attribute("doitong.webhook.outcome", result.detail(payload.status))
+        if result.event_id is not None:
+            span.set_attribute("doitong.event.id", str(result.event_id))
+        return result
 
 
 async def _send(send: Send, answer: Answer) -> None:

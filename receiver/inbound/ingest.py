@@ -16,11 +16,14 @@ from receiver.core.db import PooledConnection
 from receiver.inbound.payloads import WebhookPayload
 
 Outcome = Literal["accepted", "duplicate", "conflict"]
+# What an accepted webhook did, for traces: a new event, or kept in history only because it came
+# late or out of order (the job is past it), or because the job already had that status.
+Detail = Literal["accepted", "duplicate", "conflict", "out_of_order", "unchanged"]
 
 _INGEST = (
-    "SELECT outcome, result_job_id, result_event_id, result_registered FROM receiver_ingest("
+    "SELECT outcome, result_job_id, result_event_id, result_registered, result_status FROM receiver_ingest("
     "%s::text, %s::text, %s::bytea, %s::jsonb, %s::bytea, %s::text, %s::text, %s::text, %s::text, %s::jsonb,"
-    " %s::timestamptz, %s::timestamptz, %s::float8, %s::integer, %s::integer)"
+    " %s::timestamptz, %s::timestamptz, %s::float8, %s::integer, %s::integer, %s::text, %s::text)"
 )
 
 
@@ -30,6 +33,15 @@ class IngestResult:
     job_id: str
     event_id: uuid.UUID | None
     registered: bool | None  # None for duplicates
+    job_status: str | None = None  # the job's status once committed; None for duplicates
+
+    def detail(self, reported: str) -> Detail:
+        """The outcome, telling apart what an accepted webhook that `reported` a status did."""
+        if self.outcome != "accepted":
+            return self.outcome
+        if self.event_id is not None:
+            return "accepted"
+        return "unchanged" if self.job_status == reported else "out_of_order"
 
 
 async def ingest(
@@ -41,9 +53,12 @@ async def ingest(
     headers: dict[str, str],
     body: bytes,
     payload: WebhookPayload,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
 ) -> IngestResult:
     """Run the whole webhook transaction: one statement on an autocommit connection, so it has
-    committed when this returns."""
+    committed when this returns. `traceparent`/`tracestate`, when tracing is on, are stored
+    with the outbox event it creates."""
     cursor = conn.kept_cursor() if isinstance(conn, PooledConnection) else conn.cursor()
     await cursor.execute(
         _INGEST,
@@ -63,6 +78,8 @@ async def ingest(
             payload.duration,
             payload.width,
             payload.height,
+            traceparent,
+            tracestate,
         ),
     )
     row = await cursor.fetchone()
@@ -71,4 +88,5 @@ async def ingest(
     job_id: str = row[1]  # type: ignore[index]
     event_id: uuid.UUID | None = row[2]  # type: ignore[index]
     registered: bool | None = row[3]  # type: ignore[index]
-    return IngestResult(outcome=outcome, job_id=job_id, event_id=event_id, registered=registered)
+    job_status: str | None = row[4]  # type: ignore[index]
+    return IngestResult(outcome, job_id, event_id, registered, job_status)

@@ -12,14 +12,19 @@ RateLimited with the time to come back. Every retry is counted
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import aiohttp
 import stamina
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.util.types import AttributeValue
+from yarl import URL
 
 from receiver import __version__
+from receiver.core import tracing
 from receiver.core.errors import ReceiverError
 
 GENERATE = (
@@ -156,7 +161,7 @@ class DoitongClient:
                 "webhookUrl": webhook_url,
             }
         }
-        data = await self._graphql(GENERATE, variables)
+        data = await self._graphql(GENERATE, variables, operation=("mutation", "Generate"))
         job = data.get("generate")
         if not isinstance(job, dict) or not isinstance(job.get("id"), str):
             raise ProviderError("generate answered without a job id")
@@ -173,7 +178,7 @@ class DoitongClient:
 
     async def avatar(self, job_id: str) -> AvatarStatus | None:
         """The job as the provider sees it now; None when it does not know the id."""
-        data = await self._graphql(AVATAR, {"id": job_id}, not_found_ok=True)
+        data = await self._graphql(AVATAR, {"id": job_id}, not_found_ok=True, operation=("query", "Avatar"))
         job = data.get("avatar")
         if not isinstance(job, dict):
             return None
@@ -187,7 +192,14 @@ class DoitongClient:
             raw=job,
         )
 
-    async def _graphql(self, query: str, variables: dict[str, Any], *, not_found_ok: bool = False) -> dict[str, Any]:
+    async def _graphql(
+        self,
+        query: str,
+        variables: dict[str, Any],
+        *,
+        not_found_ok: bool = False,
+        operation: tuple[str, str] = ("query", "Query"),
+    ) -> dict[str, Any]:
         # `retries` retries after the first attempt, waiting backoff, 2 x backoff, 4 x ...
         # without jitter or a cap (a caller may wait that long), and no overall time limit
         # beyond each request's timeout.
@@ -201,23 +213,44 @@ class DoitongClient:
                 wait_jitter=0.0,
                 wait_exp_base=2,
             ):
-                with attempt:
-                    return await self._attempt(query, variables, not_found_ok=not_found_ok, attempt=attempt.num)
+                with attempt, self._span(operation, attempt.num) as span:
+                    return await self._attempt(
+                        query, variables, not_found_ok=not_found_ok, attempt=attempt.num, span=span
+                    )
         except TryAgain as exc:
             raise exc.error from None
         raise AssertionError("unreachable: stamina makes at least one attempt")
 
+    def _span(self, operation: tuple[str, str], attempt: int) -> AbstractContextManager[Span]:
+        """One request's CLIENT span (HTTP and GraphQL conventions); an exception out of it,
+        TryAgain included, marks it failed. A no-op when tracing is off."""
+        url = URL(self.base_url + "/graphql")
+        attributes: dict[str, AttributeValue] = {
+            "http.request.method": "POST",
+            "url.full": str(url),
+            "server.address": url.host or "",
+            "graphql.operation.type": operation[0],
+            "graphql.operation.name": operation[1],
+        }
+        if url.port is not None:
+            attributes["server.port"] = url.port
+        if attempt > 1:
+            attributes["http.request.resend_count"] = attempt - 1
+        return tracing.span("POST", kind=SpanKind.CLIENT, attributes=attributes)
+
     async def _attempt(
-        self, query: str, variables: dict[str, Any], *, not_found_ok: bool, attempt: int
+        self, query: str, variables: dict[str, Any], *, not_found_ok: bool, attempt: int, span: Span
     ) -> dict[str, Any]:
-        """One request; TryAgain when another attempt may succeed, and `attempt` is not the last."""
+        """One request; TryAgain when another attempt may succeed, and `attempt` is not the last.
+        Doitong gets the request's `traceparent`, so its side can join the trace."""
         try:
             async with self._session.post(
                 self.base_url + "/graphql",
                 json={"query": query, "variables": variables},
-                headers={"authorization": f"Bearer {self._key}"},
+                headers={"authorization": f"Bearer {self._key}", **tracing.headers()},
             ) as response:
                 status = response.status
+                span.set_attribute("http.response.status_code", status)
                 headers = response.headers
                 try:
                     body = await response.json(content_type=None)

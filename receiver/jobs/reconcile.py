@@ -19,8 +19,9 @@ from typing import Any
 
 import orjson
 import psycopg
+from opentelemetry.context import Context
 
-from receiver.core import notify
+from receiver.core import notify, tracing
 from receiver.inbound import payloads
 from receiver.jobs import doitong
 
@@ -41,7 +42,9 @@ WHERE id IN (
 RETURNING id, status
 """
 
-APPLY = "SELECT receiver_apply_job_event(%s, %s, 'poll', NULL, %s::jsonb, NULL, NULL, %s, %s, NULL, %s, NULL, NULL)"
+APPLY = (
+    "SELECT receiver_apply_job_event(%s, %s, 'poll', NULL, %s::jsonb, NULL, NULL, %s, %s, NULL, %s, NULL, NULL, %s, %s)"
+)
 
 
 @dataclass
@@ -56,37 +59,57 @@ class Round:
 async def reconcile_once(
     conn: psycopg.AsyncConnection[Any], api: doitong.DoitongClient, *, stale_after: timedelta, limit: int = 100
 ) -> Round:
-    """One pass over up to `limit` stale jobs. `conn` must be in autocommit mode."""
+    """One pass over up to `limit` stale jobs. `conn` must be in autocommit mode.
+
+    With tracing on, a pass that found jobs is a trace of its own (span `reconcile`), each job a
+    child span `reconcile job` around its request to Doitong; an event the poll creates keeps
+    that span's context, so its deliveries continue the trace as a webhook's would."""
     result = Round()
     claimed = await (await conn.execute(CLAIM, {"stale": stale_after, "limit": limit})).fetchall()
-    for job_id, current in claimed:
-        result.checked += 1
-        try:
-            found = await api.avatar(job_id)
-        except doitong.RateLimited as exc:
-            log.warning("reconciliation paused: %s", exc)
-            result.errors += 1
-            break
-        except doitong.ProviderError as exc:
-            log.warning("could not look up job %s: %s", job_id, exc)
-            result.errors += 1
-            continue
-        if found is None:
-            result.unknown += 1
-            continue
-        status = payloads.normalize_status(found.status) if found.status else ""
-        if not status or status == current:
-            continue
-        event = await (
-            await conn.execute(
-                APPLY,
-                (job_id, status, orjson.dumps(found.raw).decode(), found.url, found.created_at, found.duration),
-            )
-        ).fetchone()
-        result.changed += 1
-        if event is not None and event[0] is not None:
-            result.events += 1
-            log.info("reconciled job %s: %s -> %s (webhook missing)", job_id, current, status)
+    if not claimed:
+        return result
+    with tracing.span("reconcile", parent=Context()) as span:
+        for job_id, current in claimed:
+            result.checked += 1
+            attributes = {"doitong.job.id": job_id, "doitong.job.status": current}
+            with tracing.span("reconcile job", attributes=attributes) as job_span:
+                try:
+                    found = await api.avatar(job_id)
+                except doitong.RateLimited as exc:
+                    log.warning("reconciliation paused: %s", exc)
+                    tracing.failed(job_span, str(exc), "rate_limited")
+                    result.errors += 1
+                    break
+                except doitong.ProviderError as exc:
+                    log.warning("could not look up job %s: %s", job_id, exc)
+                    tracing.failed(job_span, str(exc), "provider_error")
+                    result.errors += 1
+                    continue
+                if found is None:
+                    job_span.set_attribute("doitong.reconcile.outcome", "unknown")
+                    result.unknown += 1
+                    continue
+                status = payloads.normalize_status(found.status) if found.status else ""
+                job_span.set_attribute("doitong.job.status_found", status)
+                if not status or status == current:
+                    job_span.set_attribute("doitong.reconcile.outcome", "unchanged")
+                    continue
+                traceparent, tracestate = tracing.w3c(job_span)
+                raw = orjson.dumps(found.raw).decode()
+                event = await (
+                    await conn.execute(
+                        APPLY,
+                        (job_id, status, raw, found.url, found.created_at, found.duration, traceparent, tracestate),
+                    )
+                ).fetchone()
+                result.changed += 1
+                job_span.set_attribute("doitong.reconcile.outcome", "changed")
+                if event is not None and event[0] is not None:
+                    result.events += 1
+                    job_span.set_attribute("doitong.event.id", str(event[0]))
+                    log.info("reconciled job %s: %s -> %s (webhook missing)", job_id, current, status)
+        for name in ("checked", "changed", "events", "unknown", "errors"):
+            span.set_attribute(f"doitong.reconcile.{name}", getattr(result, name))
     if result.events:
         await conn.execute("SELECT pg_notify(%s, '')", (notify.CHANNEL,))
     return result

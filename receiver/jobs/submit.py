@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from receiver.core import db
+from receiver.core import db, tracing
 from receiver.core.config import Settings
 from receiver.core.errors import ConfigError
 from receiver.inbound import endpoints
@@ -68,28 +68,31 @@ async def submit(
     url = webhook_url(settings, endpoint)
     owned = doitong is None
     doitong = doitong or provider_client(settings)
-    try:
-        generated = await doitong.generate(text=text, avatar=avatar, voice=voice, service=service, webhook_url=url)
-    finally:
-        if owned:
-            await doitong.close()
-    own_engine = engine is None
-    engine = engine or db.create_engine(settings.require_database_url(), pool_size=1, timeout=settings.db_timeout)
-    try:
-        async with db.begin(engine) as conn:
-            await registration.register(
-                conn,
-                registration.Registration(
-                    id=generated.id,
-                    service=generated.provider or service,
-                    type=generated.type,
-                    client_reference=client_reference,
-                    tags=tags or None,
-                    credit_cost=generated.credit_cost,
-                    input={"text": text, "avatarId": avatar, "voice": voice},
-                ),
-            )
-    finally:
-        if own_engine:
-            await engine.dispose()
+    # With tracing on, a submission is a span whose request to Doitong carries `traceparent`.
+    with tracing.span("submit", attributes={"doitong.service": service, "doitong.webhook.endpoint": endpoint}) as span:
+        try:
+            generated = await doitong.generate(text=text, avatar=avatar, voice=voice, service=service, webhook_url=url)
+        finally:
+            if owned:
+                await doitong.close()
+        span.set_attribute("doitong.job.id", generated.id)
+        own_engine = engine is None
+        engine = engine or db.create_engine(settings.require_database_url(), pool_size=1, timeout=settings.db_timeout)
+        try:
+            async with db.begin(engine) as conn:
+                await registration.register(
+                    conn,
+                    registration.Registration(
+                        id=generated.id,
+                        service=generated.provider or service,
+                        type=generated.type,
+                        client_reference=client_reference,
+                        tags=tags or None,
+                        credit_cost=generated.credit_cost,
+                        input={"text": text, "avatarId": avatar, "voice": voice},
+                    ),
+                )
+        finally:
+            if own_engine:
+                await engine.dispose()
     return SubmittedJob(generated.id, generated.status, generated.credit_cost, url)

@@ -153,7 +153,7 @@ UPDATE deliveries d SET
 FROM due, outbox_events o
 WHERE d.id = due.id AND o.id = d.event_id
 RETURNING d.id, d.subscription_id, d.attempts, o.id, o.type, d.job_id, o.payload::text, o.created_at,
-    d.claimed_until, due.last_attempt_at
+    d.claimed_until, due.last_attempt_at, o.traceparent, o.tracestate, d.replayed_at
 """
 
 DISABLE_GONE = """
@@ -174,6 +174,11 @@ class Claimed:
     event_created_at: datetime
     claimed_until: datetime  # the lease, and what tells this claim of the row from any later one
     previous_attempt_at: datetime | None  # last_attempt_at before this claim, restored on release
+    # The trace the event was created in (outbox_events), which its attempts continue, unless a
+    # replay queued it again (replayed_at): then each attempt starts a trace linked to it.
+    traceparent: str | None = None
+    tracestate: str | None = None
+    replayed_at: datetime | None = None
 
 
 class Timing(NamedTuple):
@@ -312,6 +317,9 @@ async def claim(
             event_created_at=row[7],
             claimed_until=row[8],
             previous_attempt_at=row[9],
+            traceparent=row[10],
+            tracestate=row[11],
+            replayed_at=row[12],
         )
         for row in await cursor.fetchall()
     ]
@@ -353,11 +361,11 @@ WITH chosen AS (
       AND (%(dead)s::boolean IS FALSE OR EXISTS (
           SELECT 1 FROM deliveries x WHERE x.event_id = o.id AND x.subscription_id = s.id AND x.state = 'dead'))
 )
-INSERT INTO deliveries (event_id, subscription_id, job_id, event_seq)
-SELECT id, subscription_id, job_id, seq FROM chosen
+INSERT INTO deliveries (event_id, subscription_id, job_id, event_seq, replayed_at)
+SELECT id, subscription_id, job_id, seq, now() FROM chosen
 ON CONFLICT (event_id, subscription_id) DO UPDATE SET
     state = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL, last_status = NULL,
-    claimed_by = NULL, claimed_until = NULL, delivered_at = NULL
+    claimed_by = NULL, claimed_until = NULL, delivered_at = NULL, replayed_at = now()
 WHERE deliveries.state <> 'pending'
 RETURNING 1
 """

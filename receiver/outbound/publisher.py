@@ -46,11 +46,11 @@ from typing import Any, Literal, TypeVar
 
 import psycopg
 
-from receiver.core import background, db, metrics, notify, outage
+from receiver.core import background, db, metrics, notify, outage, tracing
 from receiver.core.config import Settings
 from receiver.core.errors import DatabaseUnavailable
 from receiver.jobs import doitong, reconcile
-from receiver.outbound import operational, outbox, subscriptions
+from receiver.outbound import operational, outbox, subscriptions, traces
 from receiver.outbound.sinks.base import Message, Result, Sink, Unconfigured
 from receiver.outbound.sinks.broker import BrokerSink
 from receiver.outbound.sinks.http import HttpPool
@@ -427,10 +427,22 @@ class Publisher:
             self._wake.set()
 
     async def _deliver(self, item: outbox.Claimed, claimed_at: float) -> None:
+        if not self.settings.tracing:
+            await self._attempt(item, claimed_at)
+            return
+        subscription = self.subscriptions.get(item.subscription_id)
+        with traces.attempt(item, subscription, self.brokers) as span:
+            # The subscriber (or the broker's consumer) continues the trace from this span.
+            result, outcome = await self._attempt(item, claimed_at, tracing.headers())
+            traces.ended(span, result, outcome)
+
+    async def _attempt(
+        self, item: outbox.Claimed, claimed_at: float, headers: dict[str, str] | None = None
+    ) -> tuple[Result, str]:
         deadline = claimed_at + self._send_window
         started_at, started = datetime.now(UTC), time.monotonic()
         try:
-            result = await asyncio.wait_for(self._send(item), max(deadline - time.monotonic(), 0.0))
+            result = await asyncio.wait_for(self._send(item, headers), max(deadline - time.monotonic(), 0.0))
         except TimeoutError:
             # Whatever the sink's own timeouts: no send may outlive its lease.
             result = Result(ok=False, error="send did not finish within the claim's lease")
@@ -441,18 +453,20 @@ class Publisher:
             self._sending[item.subscription_id] -= 1
             if self._sending[item.subscription_id] <= 0:
                 del self._sending[item.subscription_id]
-        self._record(item, result, started_at, round((time.monotonic() - started) * 1000))
+        outcome = self._record(item, result, started_at, round((time.monotonic() - started) * 1000))
+        return result, outcome
 
-    async def _send(self, item: outbox.Claimed) -> Result:
+    async def _send(self, item: outbox.Claimed, headers: dict[str, str] | None = None) -> Result:
         sink = self.sinks.get(item.subscription_id)
         if sink is None:
             await self._refresh_subscriptions(force=True)
             sink = self.sinks.get(item.subscription_id)
             if sink is None:
                 return Result(ok=False, error="subscription not found")
-        return await sink.send(Message(str(item.event_id), item.event_type, item.job_id, item.body))
+        return await sink.send(Message(str(item.event_id), item.event_type, item.job_id, item.body, headers))
 
-    def _record(self, item: outbox.Claimed, result: Result, started_at: datetime, duration_ms: int) -> None:
+    def _record(self, item: outbox.Claimed, result: Result, started_at: datetime, duration_ms: int) -> str:
+        """Queue the attempt's outcome for writing back; returns it (delivered, gone, dead, retry)."""
         now = datetime.now(UTC)
         kind = self.subscriptions[item.subscription_id].kind if item.subscription_id in self.subscriptions else "http"
         fields = {
@@ -488,6 +502,7 @@ class Publisher:
             log.info("delivery failed; retrying in %.1fs", wait.total_seconds(), extra={"fields": fields})
         metrics.DELIVERIES.labels(kind, outcome).inc()
         self._completions.append(completion)
+        return outcome
 
     def _wait_before_retry(self, attempt: int, retry_after: float | None) -> timedelta:
         """The schedule's wait (±20 %), or longer when the subscriber asked for more with

@@ -104,10 +104,15 @@ $$;
 -- transaction that notified committed one at a time (receiver_ingest: ~2,950 tps with it,
 -- ~5,300 without, measured with bench/ingest.py and pgbench). The server sends one coalesced
 -- NOTIFY after its commits instead (receiver/core/notify.py); publishers also poll.
+--
+-- p_traceparent/p_tracestate: the W3C trace context of the span that reported the status
+-- (the webhook's ingest span, a reconciliation poll), kept with the event so that its
+-- deliveries continue that trace; NULL when tracing is off.
 CREATE FUNCTION receiver_apply_job_event(
   p_job_id text, p_status text, p_source text, p_inbound_id bigint, p_payload jsonb,
   p_metadata jsonb, p_service text, p_url text, p_created_at timestamptz,
-  p_completed_at timestamptz, p_duration double precision, p_width integer, p_height integer
+  p_completed_at timestamptz, p_duration double precision, p_width integer, p_height integer,
+  p_traceparent text DEFAULT NULL, p_tracestate text DEFAULT NULL
 ) RETURNS uuid
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -156,8 +161,9 @@ BEGIN
     v_type := receiver_event_type(p_status);
     -- At most one event per (job, status): a status the job held before (an unknown one
     -- reported twice with something in between) applies again but announces nothing new.
-    INSERT INTO outbox_events (id, job_id, status, type, payload)
-    VALUES (v_event, p_job_id, p_status, v_type, receiver_envelope(v_event, v_type, v_job))
+    INSERT INTO outbox_events (id, job_id, status, type, payload, traceparent, tracestate)
+    VALUES (v_event, p_job_id, p_status, v_type, receiver_envelope(v_event, v_type, v_job),
+            p_traceparent, p_tracestate)
     ON CONFLICT (job_id, status) DO NOTHING;
     IF NOT FOUND THEN
       v_event := NULL;
@@ -171,7 +177,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION receiver_apply_job_event(text, text, text, bigint, jsonb, jsonb, text, text,
-  timestamptz, timestamptz, double precision, integer, integer) IS
+  timestamptz, timestamptz, double precision, integer, integer, text, text) IS
   'Record one reported status in job_events, move jobs through the state machine and enqueue at most one outbox event per (job, status). Returns the new event id or NULL.';
 
 
@@ -180,13 +186,17 @@ COMMENT ON FUNCTION receiver_apply_job_event(text, text, text, bigint, jsonb, js
 -- Everything a verified webhook does, in one call: record the delivery once per idempotency
 -- key, or count the replay (and whether its body differed) and stop; otherwise apply the
 -- status. `outcome` is accepted, duplicate or conflict; result_registered tells the handler
--- whether the job was registered through us (a metric counts those that were not).
+-- whether the job was registered through us (a metric counts those that were not), and
+-- result_status the job's status after it (a trace tells an out-of-order webhook by it).
+-- The trace context is the ingest span's, when tracing is on (receiver_apply_job_event()).
 CREATE FUNCTION receiver_ingest(
   p_endpoint text, p_idempotency_key text, p_body_sha256 bytea, p_headers jsonb, p_body bytea,
   p_job_id text, p_status text, p_service text, p_url text, p_metadata jsonb,
   p_created_at timestamptz, p_completed_at timestamptz,
   p_duration double precision, p_width integer, p_height integer,
-  OUT outcome text, OUT result_job_id text, OUT result_event_id uuid, OUT result_registered boolean
+  p_traceparent text DEFAULT NULL, p_tracestate text DEFAULT NULL,
+  OUT outcome text, OUT result_job_id text, OUT result_event_id uuid, OUT result_registered boolean,
+  OUT result_status text
 )
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -212,14 +222,15 @@ BEGIN
   END IF;
   result_event_id := receiver_apply_job_event(
     p_job_id, p_status, 'webhook', v_inbound, NULL, p_metadata,
-    p_service, p_url, p_created_at, p_completed_at, p_duration, p_width, p_height);
-  SELECT registered INTO result_registered FROM jobs WHERE id = p_job_id;
+    p_service, p_url, p_created_at, p_completed_at, p_duration, p_width, p_height,
+    p_traceparent, p_tracestate);
+  SELECT registered, status INTO result_registered, result_status FROM jobs WHERE id = p_job_id;
   result_job_id := p_job_id;
   outcome := 'accepted';
 END
 $$;
 COMMENT ON FUNCTION receiver_ingest(text, text, bytea, jsonb, bytea, text, text, text, text, jsonb,
-  timestamptz, timestamptz, double precision, integer, integer) IS
+  timestamptz, timestamptz, double precision, integer, integer, text, text) IS
   'The whole webhook transaction in one call: idempotency, history, state machine, outbox.';
 
 

@@ -212,6 +212,8 @@ CREATE TABLE outbox_events (
   payload jsonb NOT NULL,
   created_at timestamptz NOT NULL DEFAULT now(),
   dispatched_at timestamptz,
+  traceparent text,
+  tracestate text,
   subject text,
   CONSTRAINT pk_outbox_events PRIMARY KEY (id),
   CONSTRAINT fk_outbox_events_job_id_jobs FOREIGN KEY (job_id) REFERENCES jobs (id),
@@ -235,6 +237,8 @@ COMMENT ON COLUMN outbox_events.type IS 'job.processing, job.completed, job.fail
 COMMENT ON COLUMN outbox_events.payload IS 'the envelope {id,type,timestamp,data} as sent';
 COMMENT ON COLUMN outbox_events.created_at IS 'when the state change committed';
 COMMENT ON COLUMN outbox_events.dispatched_at IS 'when the publisher fanned it out to subscribers (NULL: pending)';
+COMMENT ON COLUMN outbox_events.traceparent IS 'W3C traceparent of the span that created it (ingest, poll); its deliveries continue that trace. NULL: tracing was off';
+COMMENT ON COLUMN outbox_events.tracestate IS 'W3C tracestate that came with traceparent, if any';
 COMMENT ON COLUMN outbox_events.subject IS 'what an operational event is about: subscriber:<id>, endpoint:<name> or jobs (NULL: a job event)';
 
 -- Subscriber health lives here too, because every publisher must see the same: the rate limit's
@@ -319,6 +323,7 @@ CREATE TABLE deliveries (
   last_error text,
   created_at timestamptz NOT NULL DEFAULT now(),
   delivered_at timestamptz,
+  replayed_at timestamptz,
   CONSTRAINT pk_deliveries PRIMARY KEY (id),
   CONSTRAINT ck_deliveries_state CHECK (state IN ('pending', 'delivered', 'dead')),
   CONSTRAINT fk_deliveries_event_id_outbox_events FOREIGN KEY (event_id)
@@ -356,6 +361,7 @@ COMMENT ON COLUMN deliveries.last_status IS 'HTTP status of the last attempt';
 COMMENT ON COLUMN deliveries.last_error IS 'why the last attempt failed';
 COMMENT ON COLUMN deliveries.created_at IS 'when the event was fanned out to this subscriber';
 COMMENT ON COLUMN deliveries.delivered_at IS 'when it was delivered';
+COMMENT ON COLUMN deliveries.replayed_at IS 'when `receiver replay` (or the console) last queued it again; its attempts then start a new trace linked to the event''s';
 
 
 -- Operational events: what they count and when they were last sent (operational.sql) -------------

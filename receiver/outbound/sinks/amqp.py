@@ -78,6 +78,7 @@ class AmqpSink(BrokerSink):
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             type=message.event_type,
+            headers=dict(message.headers) if message.headers else None,
         )
         try:
             exchange = await self._ready()

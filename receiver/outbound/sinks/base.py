@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -12,6 +13,9 @@ class Message:
     event_type: str
     job_id: str
     body: bytes  # the envelope {"id","type","timestamp","data"} as JSON, identical on every attempt
+    # Headers for the consumer beyond the sink's own: the attempt's `traceparent`/`tracestate`
+    # when tracing is on (HTTP request headers, NATS headers, AMQP message headers).
+    headers: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -224,6 +224,8 @@ class HttpSink:
             "webhook-timestamp": str(timestamp),
             "webhook-signature": signature_header(subscription, message, timestamp, now),
         }
+        if message.headers:
+            headers.update(message.headers)
         try:
             async with self._pool.session.post(
                 subscription.url, data=message.body, headers=headers, allow_redirects=False

@@ -108,7 +108,7 @@ class NatsSink(BrokerSink):
                 message.body,
                 timeout=self._publish_timeout,
                 stream=self.stream,
-                headers={MSG_ID_HEADER: message.event_id},
+                headers={**(message.headers or {}), MSG_ID_HEADER: message.event_id},
             )
         except Unavailable as exc:
             return Result(ok=False, error=str(exc))
