@@ -107,6 +107,9 @@ def report(args: argparse.Namespace, results: dict[str, list[Measured]], cores: 
             "task, kernel threads included: a busy one means the figures are disturbed; idle includes I/O wait)"
         )
 
+    _compare(results, "before", "receiver", "the change, tracing off")
+    _compare(results, "receiver", "receiver+otel", "tracing on, every request sampled, OTLP/HTTP to a discarding sink")
+
     failures = 0
     rec, base = results.get("receiver"), results.get("baseline")
     rec_rps = _report.median([m.load.rps for m in rec]) if rec else None
@@ -159,3 +162,25 @@ def report(args: argparse.Namespace, results: dict[str, list[Measured]], cores: 
             for note in m.notes:
                 print("  " + note)
     return 1 if (args.strict and failures) else 0
+
+
+def _compare(results: dict[str, list[Measured]], first: str, second: str, what: str) -> None:
+    """`second` against `first` (medians of the rounds): req/s and p99, and the cost in req/s."""
+    a, b = results.get(first), results.get(second)
+    if not a or not b:
+        return
+    med = _report.median
+    rps_a, rps_b = med([m.load.rps for m in a]), med([m.load.rps for m in b])
+    p99_a, p99_b = med([m.load.p99_ms for m in a]), med([m.load.p99_ms for m in b])
+    cost = (1 - rps_b / rps_a) * 100 if rps_a else float("nan")
+    print(
+        f"\n{second} vs {first} ({what}): {rps_b:,.0f} vs {rps_a:,.0f} req/s = {rps_b / rps_a:.3f}x"
+        f" ({cost:+.1f} % cost), p99 {p99_b:.2f} vs {p99_a:.2f} ms"
+        + (
+            f" (medians of {len(b)} rounds; per round: "
+            + ", ".join(f"{mb.load.rps / ma.load.rps:.3f}x" for ma, mb in zip(a, b, strict=False))
+            + ")"
+            if len(b) > 1
+            else ""
+        )
+    )

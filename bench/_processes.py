@@ -211,7 +211,7 @@ def child_env(**extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("RECEIVER_", "DOITONG_", "PROMETHEUS_", "BENCH_")) and k != "DATABASE_URL"
+        if not k.startswith(("RECEIVER_", "DOITONG_", "PROMETHEUS_", "BENCH_", "OTEL_")) and k != "DATABASE_URL"
     }
     env.update(extra)
     return env

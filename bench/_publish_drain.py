@@ -131,9 +131,11 @@ def open_sink(ctx: _publish_systems.Ctx, sink: str, tag: str) -> Sink:
     return Sink(nats=ctx.nats, stream=stream, prefix=prefix)
 
 
-def drain_receiver(ctx: _publish_systems.Ctx, sink_name: str) -> Drain:
+def drain_receiver(ctx: _publish_systems.Ctx, sink_name: str, otel: dict[str, str] | None = None) -> Drain:
+    """The receiver's drain; with `otel` (bench/_otlp_sink.py's environment), traced into a sink
+    that discards, every attempt sampled."""
     args = ctx.args
-    with ctx.db(f"bench_publish_{sink_name}") as url:
+    with ctx.db(f"bench_publish_{sink_name}" + ("_otel" if otel else "")) as url:
         _run.log(f"receiver -> {sink_name}: receiver migrate")
         _publish_systems.migrate(ctx, url)
         sink = open_sink(ctx, sink_name, f"receiver-{sink_name}")
@@ -157,7 +159,10 @@ def drain_receiver(ctx: _publish_systems.Ctx, sink_name: str) -> Drain:
         seed_s = seed_receiver(url, args.events, ctx.nonce)
         body = float(_databases.query_one(url, "SELECT avg(octet_length(payload::text)) FROM outbox_events") or 0)
         _databases.tidy(url)
-        result = Drain("receiver", sink_name, args.events, seed_s, body, ctx.receiver_settings)
+        extra.update(otel or {})
+        result = Drain(
+            "receiver+otel" if otel else "receiver", sink_name, args.events, seed_s, body, ctx.receiver_settings
+        )
         _run.log(f"receiver -> {sink_name}: {args.events:,} events in {seed_s:.1f} s; starting receiver publish")
         measure(
             ctx,

@@ -39,6 +39,15 @@ Targets (2-core machine): >= 3,000 accepted webhooks/s, p99 <= 25 ms, and
 
     .venv/bin/python bench/ingest.py [--duration 20] [--connections 32]
 
+Tracing (#12)
+    --otel adds `receiver+otel`: the same receiver with OTEL_EXPORTER_OTLP_ENDPOINT set to a
+    local OTLP/HTTP sink that discards (_otlp_sink.py) and every request sampled, and prints
+    what tracing costs. --compare-tree DIR adds `before`: the receiver of another checkout
+    (e.g. `git worktree add /tmp/before <rev>`), run from that tree, so a change's cost with
+    tracing off is measured in the same run; each gets its own database, all migrated by this
+    checkout (older code runs on a newer schema, as in a rolling deploy). The apps take turns
+    in every round: use --rounds 3 or more and read the medians.
+
 Everything it starts (servers, load generator, embedded PostgreSQL) and every
 database it creates is removed at the end, also on Ctrl-C, SIGTERM or failure.
 """
@@ -61,6 +70,7 @@ import _cpu
 import _databases
 import _ingest_report
 import _load
+import _otlp_sink
 import _processes
 import _report
 import _run
@@ -214,34 +224,18 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack[bool | None]) -> i
             None,
         )
     if "receiver" in args.only:
-        url = stack.enter_context(_databases.database(admin_url, f"bench_ingest_{pid}"))
-        home = tmp / "receiver-home"
-        env = _processes.child_env(
-            DATABASE_URL=url,
-            DOITONG_WEBHOOK_SECRET=secret,
-            RECEIVER_HOME=str(home),
-            RECEIVER_MASTER_KEY=_bodies.master_key(),
-            RECEIVER_LOG_LEVEL="warning",
-            RECEIVER_DB_POOL_SIZE=str(args.pool),
-            RECEIVER_WORKERS=str(args.workers),
-        )
-        _run.log("receiver: receiver migrate")
-        migrate = subprocess.run(
-            [sys.executable, "-m", "receiver", "migrate"], env=env, capture_output=True, text=True, timeout=300
-        )
-        if migrate.returncode != 0:
-            raise _run.BenchError(f"receiver migrate failed ({migrate.returncode}):\n{migrate.stdout}{migrate.stderr}")
-        if args.receiver_sql is not None:
-            _run.log(f"receiver: applying {args.receiver_sql} (what-if experiment: not the receiver as shipped)")
-            _databases.execute_file(url, args.receiver_sql)
-        targets["receiver"] = Target(
-            "receiver",
-            [sys.executable, "-m", "receiver", "serve"],
-            env,
-            url,
-            "SELECT count(*) FROM inbound_webhooks",
-            "SELECT count(*) FROM inbound_webhooks WHERE replay_count > 0",
-        )
+        variants: list[tuple[str, Path, dict[str, str]]] = []
+        if args.compare_tree is not None:
+            variants.append(("before", args.compare_tree, {}))
+        variants.append(("receiver", BENCH_DIR.parent, {}))
+        if args.otel:
+            sink = _otlp_sink.OtlpSink()
+            stack.callback(sink.close)
+            variants.append(("receiver+otel", BENCH_DIR.parent, sink.env()))
+        for number, (name, tree, extra) in enumerate(variants):
+            url = stack.enter_context(_databases.database(admin_url, f"bench_ingest_{number}_{pid}"))
+            targets[name] = _receiver_target(args, name, url, tree, extra, tmp / f"home-{number}", secret)
+        args.only = [n for n in args.only if n != "receiver"] + [name for name, _, _ in variants]
 
     results: dict[str, list[_ingest_report.Measured]] = {name: [] for name in args.only}
     for round_no, (warmup_bodies, main_bodies) in enumerate(bodies, start=1):
@@ -250,6 +244,43 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack[bool | None]) -> i
             time.sleep(1.0)
 
     return _ingest_report.report(args, results, cores)
+
+
+def _receiver_target(
+    args: argparse.Namespace, name: str, url: str, tree: Path, extra: dict[str, str], home: Path, secret: str
+) -> Target:
+    """The receiver of checkout `tree` on database `url`, migrated by this checkout. `-P` and
+    PYTHONPATH make `python -m receiver` import `tree`'s package, wherever the bench runs from."""
+    env = _processes.child_env(
+        DATABASE_URL=url,
+        DOITONG_WEBHOOK_SECRET=secret,
+        RECEIVER_HOME=str(home),
+        RECEIVER_MASTER_KEY=_bodies.master_key(),
+        RECEIVER_LOG_LEVEL="warning",
+        RECEIVER_DB_POOL_SIZE=str(args.pool),
+        RECEIVER_WORKERS=str(args.workers),
+    )
+    _run.log(f"{name}: receiver migrate")
+    migrate = subprocess.run(
+        [sys.executable, "-P", "-m", "receiver", "migrate"],
+        env={**env, "PYTHONPATH": str(BENCH_DIR.parent)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if migrate.returncode != 0:
+        raise _run.BenchError(f"receiver migrate failed ({migrate.returncode}):\n{migrate.stdout}{migrate.stderr}")
+    if args.receiver_sql is not None:
+        _run.log(f"{name}: applying {args.receiver_sql} (what-if experiment: not the receiver as shipped)")
+        _databases.execute_file(url, args.receiver_sql)
+    return Target(
+        name,
+        [sys.executable, "-P", "-m", "receiver", "serve"],
+        {**env, "PYTHONPATH": str(tree), **extra},
+        url,
+        "SELECT count(*) FROM inbound_webhooks",
+        "SELECT count(*) FROM inbound_webhooks WHERE replay_count > 0",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -300,12 +331,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rounds", type=int, default=1, help="repeat baseline+receiver this many times; report medians (default 1)"
     )
+    parser.add_argument(
+        "--otel",
+        action="store_true",
+        help="also run the receiver with tracing on (every request sampled, exported to a local sink that "
+        "discards) and print what it costs",
+    )
+    parser.add_argument(
+        "--compare-tree",
+        type=Path,
+        help="also run the receiver of this checkout (e.g. a git worktree of the revision before a change) "
+        "as `before`, to measure a change in the same run",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
     args = parser.parse_args(argv)
     if not args.only or any(name not in ("baseline", "receiver") for name in args.only):
         parser.error("--only: use baseline, receiver or both")
     if args.duration <= 0 or args.connections < 1 or args.threads < 1 or args.rounds < 1:
         parser.error("--duration, --connections, --threads and --rounds must be positive")
+    if args.compare_tree is not None and not (args.compare_tree / "receiver" / "__init__.py").is_file():
+        parser.error(f"--compare-tree: {args.compare_tree} is not a checkout of doitong-receiver")
+    if (args.otel or args.compare_tree is not None) and "receiver" not in args.only:
+        parser.error("--otel and --compare-tree compare receivers: keep receiver in --only")
     if args.bodies is not None and args.bodies < args.threads:
         parser.error("--bodies: at least one per wrk thread")
     args.threads = min(args.threads, args.connections)

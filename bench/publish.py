@@ -36,6 +36,12 @@ How
     .venv/bin/python bench/publish.py                            # defaults: 100,000 events, 500/s for 20 s
     .venv/bin/python bench/publish.py --events 20000 --duration 5  # quick
     .venv/bin/python bench/publish.py --only receiver --skip-nats
+    .venv/bin/python bench/publish.py --only receiver --figures http --otel  # what tracing costs
+
+--otel drains once more to each sink with tracing on: OTEL_EXPORTER_OTLP_ENDPOINT set to a
+local OTLP/HTTP sink that discards (_otlp_sink.py), every attempt sampled, and prints the rate
+against the untraced drain. The seeded events carry no trace context (they come from SQL, not
+webhooks), so each attempt is a root span: the publisher's whole cost, minus one link.
 
 Targets (2-core machine): >= 2,000 events/s to HTTP, >= 5,000 events/s to NATS,
 end-to-end p50 <= 20 ms and p99 <= 100 ms, and ahead of the procrastinate baseline
@@ -56,6 +62,7 @@ from pathlib import Path
 import _bodies
 import _databases
 import _nats
+import _otlp_sink
 import _processes
 import _publish_drain
 import _publish_e2e
@@ -135,6 +142,8 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack[bool | None]) -> i
             drains[(label, sink)] = d
             _run.log(f"{label} -> {sink}: {d.rate:,.0f} events/s ({d.done:,} done)")
             time.sleep(1.0)
+    if args.otel:
+        _traced_drains(ctx, drains)
     if "e2e" in args.figures:
         bodies = tmp / "bodies.txt"
         count = int(args.rate * (args.warmup + args.duration))
@@ -148,6 +157,25 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack[bool | None]) -> i
             time.sleep(1.0)
     print(f"\n  load average : {_report.load_average()} (1, 5, 15 min, after the run)")
     return _publish_report.report(ctx, drains, latencies)
+
+
+def _traced_drains(ctx: _publish_systems.Ctx, drains: dict[tuple[str, str], _publish_drain.Drain]) -> None:
+    """Each receiver drain again, traced into a discarding OTLP sink; prints the cost."""
+    sink = _otlp_sink.OtlpSink()
+    ctx.stack.callback(sink.close)
+    for (label, sink_name), untraced in list(drains.items()):
+        if label != "receiver":
+            continue
+        traced = _publish_drain.drain_receiver(ctx, sink_name, sink.env())
+        drains[("receiver+otel", sink_name)] = traced
+        cost = (1 - traced.rate / untraced.rate) * 100 if untraced.rate else float("nan")
+        print(
+            f"  tracing on, receiver -> {sink_name}: {traced.rate:,.0f} events/s vs {untraced.rate:,.0f} off"
+            f" = {traced.rate / untraced.rate:.3f}x ({cost:+.1f} % cost); the sink took {sink.requests:,} batches,"
+            f" {sink.bytes / 1e6:,.1f} MB",
+            flush=True,
+        )
+        time.sleep(1.0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,6 +252,12 @@ def main(argv: list[str] | None = None) -> int:
         "--keep-records",
         type=Path,
         help="write every end-to-end request (scheduled, sent, answered, arrived; monotonic s) to DIR/e2e-*.json",
+    )
+    parser.add_argument(
+        "--otel",
+        action="store_true",
+        help="drain again with tracing on (every attempt sampled, OTLP/HTTP to a local sink that discards) "
+        "and print what it costs",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
     args = parser.parse_args(argv)
