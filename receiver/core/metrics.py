@@ -59,6 +59,13 @@ DELIVERIES = Counter(
     "Delivery attempts by sink kind (http, nats, amqp) and outcome (delivered, retry, dead, gone).",
     ["kind", "outcome"],
 )
+# Per subscriber, for the failure ratio of each (deploy/prometheus/alerts.yml). Subscribers are
+# operator-made and few; a removed one's series go at the next restart.
+SUBSCRIBER_ATTEMPTS = Counter(
+    "receiver_subscriber_delivery_attempts",
+    "Delivery attempts by subscription id and outcome (delivered, retry, dead, gone).",
+    ["subscriber", "outcome"],
+)
 CLAIMS_RELEASED = Counter(
     "receiver_delivery_claims_released",
     "Claimed deliveries given back unattempted: they waited for a send slot too close to their "

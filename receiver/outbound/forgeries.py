@@ -48,6 +48,12 @@ ORDER BY endpoint
 
 PRUNE = "DELETE FROM signature_failures WHERE minute < now() - %(keep)s"
 
+PER_HOUR = """
+SELECT endpoint, date_trunc('hour', minute) AS hour, sum(failures)::bigint FROM signature_failures
+WHERE minute >= %(since)s
+GROUP BY 1, 2
+"""
+
 
 async def flush(conn: psycopg.AsyncConnection[Any], counts: Counts, burst: Burst | None) -> list[str]:
     """Add `counts` to signature_failures and emit for the endpoints now over `burst`, in one
@@ -87,6 +93,14 @@ async def flush(conn: psycopg.AsyncConnection[Any], counts: Counts, burst: Burst
                     durations.format(burst.window),
                 )
     return emitted
+
+
+async def per_hour(conn: psycopg.AsyncConnection[Any], since: datetime) -> dict[str, dict[datetime, int]]:
+    """Requests refused for their signature since `since`, per endpoint and hour (the console)."""
+    found: dict[str, dict[datetime, int]] = {}
+    for endpoint, hour, failures in await (await conn.execute(PER_HOUR, {"since": since})).fetchall():
+        found.setdefault(endpoint, {})[hour] = int(failures)
+    return found
 
 
 async def run(failures: SignatureFailures, pool: AsyncConnectionPool, burst: Burst | None) -> None:

@@ -501,6 +501,7 @@ class Publisher:
             outcome = "retry"
             log.info("delivery failed; retrying in %.1fs", wait.total_seconds(), extra={"fields": fields})
         metrics.DELIVERIES.labels(kind, outcome).inc()
+        metrics.SUBSCRIBER_ATTEMPTS.labels(item.subscription_id, outcome).inc()
         self._completions.append(completion)
         return outcome
 

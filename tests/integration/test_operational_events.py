@@ -7,6 +7,7 @@ import asyncio
 import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -15,7 +16,7 @@ import pytest
 
 from receiver.core.config import Burst
 from receiver.outbound import forgeries, operational, outbox, subscriptions
-from tests.support import MASTER_KEY, admin, query, scalar
+from tests.support import MASTER_KEY, admin, doitong_body, eventually, query, running, scalar, settings_for
 
 
 async def _subscribe(database_url: str, events: list[str] | None = None) -> str:
@@ -305,3 +306,43 @@ async def test_the_fan_out_of_the_release_before_routes_operational_events_as_th
     assert _receivers(database_url, opened) == set()
     job_receivers = query(database_url, "SELECT subscription_id FROM deliveries WHERE job_id = 'job-old'")
     assert {row[0] for row in job_receivers} == {everything}
+
+
+async def test_bad_signatures_through_the_server_are_counted_in_batches_and_a_burst_emits_once(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(forgeries, "FLUSH_INTERVAL", 0.1)
+    settings = settings_for(database_url, tmp_path, forged_burst=Burst(5, timedelta(minutes=1)))
+    async with running(settings) as receiver:
+        answers = await asyncio.gather(
+            *(receiver.post(doitong_body(f"forged-{i}"), secret="not-the-secret") for i in range(8))
+        )
+        assert [a.status_code for a in answers] == [401] * 8
+
+        async def counted() -> bool:
+            return scalar(database_url, "SELECT coalesce(sum(failures), 0) FROM signature_failures") == 8
+
+        assert await eventually(counted)
+        assert (await receiver.post(doitong_body("forged-9"), secret="not-the-secret")).status_code == 401
+
+        async def counted_again() -> bool:
+            return scalar(database_url, "SELECT sum(failures) FROM signature_failures") == 9
+
+        assert await eventually(counted_again)
+    rows = query(database_url, "SELECT subject, payload::text FROM outbox_events")
+    assert len(rows) == 1  # one event for the burst, however many flushes saw it over the threshold
+    assert rows[0][0] == "endpoint:default"
+    data = orjson.loads(rows[0][1])["data"]
+    assert data["endpoint"] == "default" and data["failures"] >= 5 and data["window"] == "1m"
+    assert scalar(database_url, "SELECT count(*) FROM inbound_webhooks") == 0  # nothing else stored
+
+
+async def test_what_was_counted_since_the_last_flush_is_written_at_shutdown(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(forgeries, "FLUSH_INTERVAL", 3600.0)
+    async with running(settings_for(database_url, tmp_path)) as receiver:
+        for i in range(3):
+            assert (await receiver.post(doitong_body(f"late-{i}"), secret="not-the-secret")).status_code == 401
+        assert scalar(database_url, "SELECT count(*) FROM signature_failures") == 0  # no write per request
+    assert query(database_url, "SELECT endpoint, failures FROM signature_failures") == [("default", 3)]
