@@ -13,7 +13,9 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 
+from receiver.core import db
 from receiver.core.config import Burst
 from receiver.outbound import forgeries, operational, outbox, subscriptions
 from tests.support import MASTER_KEY, admin, doitong_body, eventually, query, running, scalar, settings_for
@@ -346,3 +348,42 @@ async def test_what_was_counted_since_the_last_flush_is_written_at_shutdown(
             assert (await receiver.post(doitong_body(f"late-{i}"), secret="not-the-secret")).status_code == 401
         assert scalar(database_url, "SELECT count(*) FROM signature_failures") == 0  # no write per request
     assert query(database_url, "SELECT endpoint, failures FROM signature_failures") == [("default", 3)]
+
+
+async def test_emit_works_in_a_sqlalchemy_transaction_too(database_url: str) -> None:
+    operations = await _subscribe(database_url, ["operational.subscriber_disabled"])
+    event = await admin(
+        database_url,
+        lambda conn: operational.emit(
+            conn, "operational.subscriber_disabled", {"subscriber_id": "sub_x", "url": "http://x/", "reason": "test"}
+        ),
+    )
+    async with await _connect(database_url) as conn:
+        await outbox.fan_out(conn)
+    assert _receivers(database_url, event) == {operations}
+
+
+async def test_the_watch_emits_and_sets_the_gauges(database_url: str) -> None:
+    async with await _connect(database_url) as conn:
+        await conn.execute(
+            "INSERT INTO jobs (id, status, updated_at, last_polled_at)"
+            " VALUES ('stuck', 'processing', now() - interval '2 hours', now())"
+        )
+    pool = db.create_pool(database_url, size=1, timeout=timedelta(seconds=2))
+    await pool.open()
+    stop = asyncio.Event()
+    watching = asyncio.create_task(
+        operational.watch_unresolved_jobs(pool, after=timedelta(hours=1), interval=timedelta(minutes=1), stop=stop)
+    )
+    try:
+
+        async def reported() -> bool:
+            return scalar(database_url, "SELECT count(*) FROM outbox_events WHERE type = 'operational.jobs_stale'") == 1
+
+        assert await eventually(reported)
+    finally:
+        stop.set()
+        await watching
+        await pool.close()
+    assert REGISTRY.get_sample_value("receiver_jobs_unresolved") == 1
+    assert 7000 < (REGISTRY.get_sample_value("receiver_jobs_unresolved_oldest_seconds") or 0) < 7300
