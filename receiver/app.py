@@ -26,7 +26,7 @@ from receiver.core.notify import Notifier
 from receiver.inbound import endpoints, handler
 from receiver.inbound.state import AppState, json_response
 from receiver.jobs import api, openapi
-from receiver.outbound import forgeries, outbox
+from receiver.outbound import forgeries, health, outbox
 from receiver.outbound.publisher import Publisher
 
 log = logging.getLogger("receiver.app")
@@ -210,9 +210,11 @@ async def metrics_endpoint(request: Request) -> Response:
     try:
         async with db.translated(), state.pool.connection() as conn:
             backlog = await outbox.backlog(conn)
+            subscribers: list[health.State] | None = await health.states(conn)
     except DatabaseUnavailable:
-        backlog = None
+        backlog, subscribers = None, None
     metrics.set_backlog(state.exposition.gauges, backlog)
+    metrics.set_subscriber_health(state.exposition.gauges, subscribers)
     body, content_type = state.exposition.render()
     return Response(body, 200, media_type=content_type)
 

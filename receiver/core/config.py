@@ -76,6 +76,9 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("RECEIVER_POLL_INTERVAL", "1s", "publishers look for work at least this often"),
     ("RECEIVER_PUBLISH_CONCURRENCY", "64", "sends in flight per publisher (--concurrency)"),
     ("RECEIVER_SUBSCRIBER_CONCURRENCY", "16", "most of those one subscriber may hold"),
+    ("RECEIVER_BREAKER_FAILURES", "10", "failures in a row that open a subscriber's circuit"),
+    ("RECEIVER_BREAKER_COOLOFF", "30s", "first pause of an open circuit (x2 per failed probe, 30m at most)"),
+    ("RECEIVER_DISABLE_AFTER", "5d", "a subscriber failing this long without a success is disabled"),
     ("RECEIVER_METRICS_PORT", "9091", "receiver publish's /metrics, 0 = off (--metrics-port)"),
     ("RECEIVER_API_TOKEN", "none (API off)", "bearer token for /v1/jobs"),
     ("RECEIVER_PUBLIC_URL", "none", "where Doitong reaches this receiver"),
@@ -136,6 +139,9 @@ class Settings:
     poll_interval: timedelta = timedelta(seconds=1)
     publish_concurrency: int = 64
     subscriber_concurrency: int = 16
+    breaker_failures: int = 10
+    breaker_cooloff: timedelta = timedelta(seconds=30)
+    disable_after: timedelta = timedelta(days=5)
     metrics_port: int = 9091
     api_token: str | None = None
     public_url: str | None = None
@@ -190,6 +196,9 @@ class Settings:
             poll_interval=_duration(env, "RECEIVER_POLL_INTERVAL", "1s"),
             publish_concurrency=_int(env, "RECEIVER_PUBLISH_CONCURRENCY", 64, low=1, high=4096),
             subscriber_concurrency=_int(env, "RECEIVER_SUBSCRIBER_CONCURRENCY", 16, low=1, high=4096),
+            breaker_failures=_int(env, "RECEIVER_BREAKER_FAILURES", 10, low=1, high=1_000_000),
+            breaker_cooloff=_positive_duration(env, "RECEIVER_BREAKER_COOLOFF", "30s"),
+            disable_after=_positive_duration(env, "RECEIVER_DISABLE_AFTER", "5d"),
             metrics_port=_int(env, "RECEIVER_METRICS_PORT", 9091, low=MIN_PORT, high=MAX_PORT),
             api_token=_api_token(env.get("RECEIVER_API_TOKEN")),
             public_url=_http_url(env.get("RECEIVER_PUBLIC_URL"), "RECEIVER_PUBLIC_URL"),
@@ -304,6 +313,13 @@ def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int
 
 def _duration(env: Mapping[str, str], name: str, default: str) -> timedelta:
     return durations.parse(env.get(name) or default, setting=name)
+
+
+def _positive_duration(env: Mapping[str, str], name: str, default: str) -> timedelta:
+    value = _duration(env, name, default)
+    if value.total_seconds() <= 0:
+        raise ConfigError(f"{name}: must be longer than 0s, e.g. {default}")
+    return value
 
 
 def _log_format(value: str | None) -> LogFormat:

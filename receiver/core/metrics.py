@@ -4,7 +4,7 @@ share PROMETHEUS_MULTIPROC_DIR, which `receiver serve` sets up."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from prometheus_client import (
@@ -70,7 +70,8 @@ CLAIMS_RELEASED = Counter(
     "receiver_delivery_claims_released",
     "Claimed deliveries given back unattempted: they waited for a send slot too close to their "
     "lease's end (stale: a subscriber slower than its share of slots), their subscriber was "
-    "disabled or answered 410 (disabled), or the publisher stopped (stopping).",
+    "disabled or answered 410 (disabled), its circuit opened (circuit_open), its rate-limit slot "
+    "passed while every send slot was busy (late), or the publisher stopped (stopping).",
     ["reason"],
 )
 DELIVERY_LATENCY = Histogram(
@@ -78,6 +79,22 @@ DELIVERY_LATENCY = Histogram(
     "Time from the state change's commit to the subscriber's acknowledgement.",
     ["kind"],
     buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0, 86400.0),
+)
+RATE_LIMITED = Counter(
+    "receiver_subscriber_rate_limited",
+    "Attempts that waited for their slot under the subscriber's rate limit (subscribers ... --rate).",
+    ["subscriber"],
+)
+CIRCUIT_TRANSITIONS = Counter(
+    "receiver_subscriber_circuit_transitions",
+    "Circuit breaker changes this process made: opened (RECEIVER_BREAKER_FAILURES failures in a row) "
+    "or closed (a probe, or any attempt, succeeded).",
+    ["subscriber", "transition"],
+)
+AUTO_DISABLED = Counter(
+    "receiver_subscribers_auto_disabled",
+    "Subscribers this process disabled for failing RECEIVER_DISABLE_AFTER without a success.",
+    ["subscriber"],
 )
 REGISTRATIONS = Counter(
     "receiver_job_registrations",
@@ -114,13 +131,23 @@ class DatabaseGauges(Collector):
 
     def __init__(self) -> None:
         self.values: dict[str, tuple[str, float]] = {}
+        self.labeled: dict[str, tuple[str, str, dict[str, float]]] = {}
 
     def set(self, name: str, help_text: str, value: float) -> None:
         self.values[name] = (help_text, value)
 
+    def set_labeled(self, name: str, help_text: str, label: str, values: dict[str, float]) -> None:
+        """A gauge with one label, whose series are exactly `values` (label value: value)."""
+        self.labeled[name] = (help_text, label, values)
+
     def collect(self) -> Iterator[Metric]:
         for name, (help_text, value) in sorted(self.values.items()):
             yield GaugeMetricFamily(name, help_text, value=value)
+        for name, (help_text, label, values) in sorted(self.labeled.items()):
+            family = GaugeMetricFamily(name, help_text, labels=[label])
+            for label_value, value in sorted(values.items()):
+                family.add_metric([label_value], value)
+            yield family
         info = GaugeMetricFamily("receiver_build_info", "Version of doitong-receiver.", labels=["version"])
         info.add_metric([__version__], 1.0)
         yield info
@@ -161,6 +188,42 @@ def set_backlog(gauges: DatabaseGauges, backlog: Backlog | None) -> None:
         backlog.pending_oldest_seconds,
     )
     gauges.set("receiver_deliveries_dead", "Deliveries that gave up (replay them with receiver replay).", backlog.dead)
+
+
+class SubscriberHealth(Protocol):
+    """What `health.states()` reads for one subscriber."""
+
+    @property
+    def subscription_id(self) -> str: ...
+    @property
+    def circuit_open(self) -> bool: ...
+    @property
+    def consecutive_failures(self) -> int: ...
+    @property
+    def disabled(self) -> bool: ...
+
+
+def set_subscriber_health(gauges: DatabaseGauges, states: Sequence[SubscriberHealth] | None) -> None:
+    """Per-subscriber gauges from `health.states()`; None (the database could not be read) drops them."""
+    rows = states or ()
+    gauges.set_labeled(
+        "receiver_subscriber_circuit_open",
+        "1 while the subscriber's circuit is open (or its probe is out).",
+        "subscriber",
+        {s.subscription_id: float(s.circuit_open) for s in rows},
+    )
+    gauges.set_labeled(
+        "receiver_subscriber_consecutive_failures",
+        "Failed attempts since the subscriber's last success.",
+        "subscriber",
+        {s.subscription_id: float(s.consecutive_failures) for s in rows},
+    )
+    gauges.set_labeled(
+        "receiver_subscriber_disabled",
+        "1 when the subscriber is disabled (by an operator, 410 Gone, or auto-disable).",
+        "subscriber",
+        {s.subscription_id: float(s.disabled) for s in rows},
+    )
 
 
 class Exposition:

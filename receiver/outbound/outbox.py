@@ -98,6 +98,50 @@ SELECT id, subscription_id, attempts, started_at, duration_ms,
 FROM done WHERE NOT undo
 """
 COMPLETE = f"WITH done AS ({_WRITE_BACK.strip()}) {_RECORD.strip()}"
+
+# Subscriber health in the claim (receiver/outbound/health.py has the rest). A subscription with
+# a rate limit, or whose circuit is past its cool-off, is claimed only through its own row: the
+# gate locks it, skipping a row another publisher's claim holds (that claim takes this turn's
+# slots), and FOR UPDATE reads the row as last committed, so two publishers never hand out the
+# same slot or a second probe. An open circuit is not in the gate and not claimed from at all: it
+# costs no claim work. A subscription with neither never enters the gate.
+_GATE = """
+SELECT s.id, greatest(s.next_send_at, now()) AS first_slot, s.rate_period / s.rate_limit AS spacing,
+    s.circuit_open_until IS NOT NULL AS probe
+FROM subscriptions s
+WHERE s.state = 'enabled' AND (s.kind = 'http' OR s.id = ANY(%(brokers)s))
+  AND (s.rate_limit IS NOT NULL OR s.circuit_open_until IS NOT NULL)
+  AND (s.circuit_open_until IS NULL OR s.circuit_open_until <= now())
+  AND (s.next_send_at IS NULL OR s.next_send_at < now() + %(horizon)s)
+  AND EXISTS (SELECT FROM deliveries d
+              WHERE d.subscription_id = s.id AND d.state = 'pending' AND d.next_attempt_at <= now())
+FOR UPDATE OF s SKIP LOCKED
+"""
+# What the gate allows a subscription in one claim: one probe; and under a rate limit, the slots
+# starting before now() + horizon (virtual scheduling: slot k is first_slot + k * spacing).
+_GATE_SHARE = (
+    "CASE WHEN g.probe THEN 1 END,"
+    " ceil(extract(epoch FROM now() + %(horizon)s - g.first_slot) / extract(epoch FROM g.spacing))::integer"
+)
+# Each delivery taken gets its slot (seconds until it may start, in claim order: counted from the
+# clock as the statement ends, so a slow statement does not shift one publisher's slots), and the
+# subscription's next free slot moves past the last one taken; a probe marks the circuit half
+# open for the probe's lease (another probe goes out only if this one's claim runs out).
+_PACED = """
+ranked AS (
+    SELECT due.*, g.probe, extract(epoch FROM g.spacing)::float8 AS spacing,
+        (extract(epoch FROM g.first_slot - clock_timestamp()) + extract(epoch FROM g.spacing) * (row_number() OVER (
+            PARTITION BY due.subscription_id ORDER BY due.next_attempt_at, due.event_seq) - 1))::float8 AS send_after
+    FROM due LEFT JOIN gate g ON g.id = due.subscription_id
+), paced AS (
+    UPDATE subscriptions s SET
+        next_send_at = CASE WHEN g.spacing IS NULL THEN s.next_send_at ELSE g.first_slot + g.spacing * n.taken END,
+        circuit_open_until = CASE WHEN g.probe THEN now() + %(lease)s ELSE s.circuit_open_until END,
+        circuit_probe = CASE WHEN g.probe THEN n.first ELSE s.circuit_probe END
+    FROM gate g, (SELECT subscription_id, count(*) AS taken, min(id) AS first FROM due GROUP BY subscription_id) n
+    WHERE s.id = g.id AND n.subscription_id = g.id
+)
+"""
 # Each subscription contributes at most its free share of slots (cap minus what this
 # publisher already has in flight for it), looked up per subscription, so a subscriber
 # with a deep backlog cannot fill every slot in one claim and delay the others.
@@ -120,10 +164,13 @@ WITH done AS (
     {_RECORD.strip()}
 ), busy AS (
     SELECT * FROM unnest(%(busy_ids)s::text[], %(busy_counts)s::integer[]) AS b(subscription_id, in_flight)
+), gate AS (
+    {_GATE.strip()}
 ), due AS (
-    SELECT c.id, c.next_attempt_at, c.event_seq, c.last_attempt_at
+    SELECT c.id, s.id AS subscription_id, c.next_attempt_at, c.event_seq, c.last_attempt_at
     FROM subscriptions s
     LEFT JOIN busy b ON b.subscription_id = s.id
+    LEFT JOIN gate g ON g.id = s.id
     CROSS JOIN LATERAL (
         SELECT d.id, d.next_attempt_at, d.event_seq, d.last_attempt_at
         FROM deliveries d
@@ -138,22 +185,24 @@ WITH done AS (
               ORDER BY p.event_seq
               LIMIT 1)
         ORDER BY d.next_attempt_at, d.event_seq
-        LIMIT greatest(least(%(cap)s - coalesce(b.in_flight, 0), %(limit)s), 0)
+        LIMIT greatest(least(%(cap)s - coalesce(b.in_flight, 0), %(limit)s, {_GATE_SHARE}), 0)
         FOR UPDATE OF d SKIP LOCKED
     ) c
     WHERE s.state = 'enabled' AND (s.kind = 'http' OR s.id = ANY(%(brokers)s))
+      AND ((s.rate_limit IS NULL AND s.circuit_open_until IS NULL) OR g.id IS NOT NULL)
     ORDER BY c.next_attempt_at, c.event_seq
     LIMIT %(limit)s
-)
+), {_PACED.strip()}
 UPDATE deliveries d SET
     claimed_by = %(me)s,
     claimed_until = now() + %(lease)s,
     attempts = d.attempts + 1,
     last_attempt_at = now()
-FROM due, outbox_events o
+FROM ranked due, outbox_events o
 WHERE d.id = due.id AND o.id = d.event_id
 RETURNING d.id, d.subscription_id, d.attempts, o.id, o.type, d.job_id, o.payload::text, o.created_at,
-    d.claimed_until, due.last_attempt_at, o.traceparent, o.tracestate, d.replayed_at
+    d.claimed_until, due.last_attempt_at, o.traceparent, o.tracestate, d.replayed_at,
+    due.send_after, due.spacing, due.probe
 """
 
 DISABLE_GONE = """
@@ -179,6 +228,11 @@ class Claimed:
     traceparent: str | None = None
     tracestate: str | None = None
     replayed_at: datetime | None = None
+    # Under a rate limit: seconds from the claim to the delivery's slot, and the limit's interval
+    # (None: no limit, send at once). A probe decides whether an open circuit closes.
+    send_after: float | None = None
+    spacing: float = 0.0
+    probe: bool = False
 
 
 class Timing(NamedTuple):
@@ -290,14 +344,17 @@ async def claim(
     cap: int,
     in_flight: Mapping[str, int],
     completions: Sequence[Completion] = (),
+    horizon: timedelta = timedelta(seconds=1),
 ) -> list[Claimed]:
     """Write back `completions` and claim up to `limit` due deliveries, at most `cap` minus
-    `in_flight[s]` for each subscription s, in one statement."""
+    `in_flight[s]` for each subscription s, in one statement. A rate-limited subscription gets
+    the slots that start within `horizon`, each delivery its own (`Claimed.send_after`)."""
     cursor = await conn.execute(
         CLAIM,
         {
             "limit": limit,
             "lease": lease,
+            "horizon": horizon,
             "brokers": list(brokers),
             "cap": cap,
             "busy_ids": list(in_flight),
@@ -305,6 +362,8 @@ async def claim(
             **_completion_params(me, completions),
         },
     )
+    assert cursor.description is not None
+    pace = [column.name for column in cursor.description].index("send_after")  # send_after, spacing, probe
     return [
         Claimed(
             delivery_id=row[0],
@@ -320,6 +379,9 @@ async def claim(
             traceparent=row[10],
             tracestate=row[11],
             replayed_at=row[12],
+            send_after=row[pace],
+            spacing=row[pace + 1] or 0.0,
+            probe=bool(row[pace + 2]),
         )
         for row in await cursor.fetchall()
     ]
@@ -349,6 +411,14 @@ async def disable_gone(conn: AsyncConnection[Any], subscription_id: str, reason:
     await conn.execute(DISABLE_GONE, {"id": subscription_id, "reason": reason})
 
 
+# What sending a delivery again means, for a replay of chosen events and of chosen deliveries:
+# pending again from now, attempts counted from 1, the last outcome forgotten (the attempt
+# history keeps it). A delivery still pending is left alone: it will go out anyway.
+_REQUEUE = """
+    state = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL, last_status = NULL,
+    claimed_by = NULL, claimed_until = NULL, delivered_at = NULL, replayed_at = now()
+"""
+
 REPLAY = f"""
 WITH chosen AS (
     SELECT o.id, {_LINE} AS job_id, o.seq, s.id AS subscription_id
@@ -363,9 +433,7 @@ WITH chosen AS (
 )
 INSERT INTO deliveries (event_id, subscription_id, job_id, event_seq, replayed_at)
 SELECT id, subscription_id, job_id, seq, now() FROM chosen
-ON CONFLICT (event_id, subscription_id) DO UPDATE SET
-    state = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL, last_status = NULL,
-    claimed_by = NULL, claimed_until = NULL, delivered_at = NULL, replayed_at = now()
+ON CONFLICT (event_id, subscription_id) DO UPDATE SET {_REQUEUE.strip()}
 WHERE deliveries.state <> 'pending'
 RETURNING 1
 """
@@ -393,6 +461,15 @@ async def replay(
             "subscription_id": subscription_id,
         },
     )
+    return cursor.rowcount
+
+
+REPLAY_DELIVERIES = f"UPDATE deliveries SET {_REQUEUE.strip()} WHERE id = ANY(%(ids)s::bigint[]) AND state <> 'pending'"
+
+
+async def replay_deliveries(conn: AsyncConnection[Any], ids: Sequence[int]) -> int:
+    """Send these deliveries again (the console's selection); returns how many were queued."""
+    cursor = await conn.execute(REPLAY_DELIVERIES, {"ids": list(ids)})
     return cursor.rowcount
 
 

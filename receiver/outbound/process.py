@@ -25,7 +25,7 @@ from receiver.core import background, crypto, db, embedded_uvicorn, metrics
 from receiver.core.config import Settings
 from receiver.core.errors import DatabaseUnavailable
 from receiver.inbound.state import json_response
-from receiver.outbound import outbox
+from receiver.outbound import health, outbox
 from receiver.outbound.publisher import Publisher
 
 log = logging.getLogger("receiver.outbound.process")
@@ -47,9 +47,11 @@ def metrics_app(publisher: Publisher) -> Starlette:
         try:
             async with db.translated(), publisher.pool.connection() as conn:
                 backlog: outbox.Backlog | None = await outbox.backlog(conn)
+                subscribers: list[health.State] | None = await health.states(conn)
         except DatabaseUnavailable:
-            backlog = None
+            backlog, subscribers = None, None
         metrics.set_backlog(exposition.gauges, backlog)
+        metrics.set_subscriber_health(exposition.gauges, subscribers)
         body, content_type = exposition.render()
         return Response(body, 200, media_type=content_type)
 

@@ -50,7 +50,7 @@ from receiver.core import background, db, metrics, notify, outage, tracing
 from receiver.core.config import Settings
 from receiver.core.errors import DatabaseUnavailable
 from receiver.jobs import doitong, reconcile
-from receiver.outbound import operational, outbox, subscriptions, traces
+from receiver.outbound import health, operational, outbox, pacing, subscriptions, traces
 from receiver.outbound.sinks.base import Message, Result, Sink, Unconfigured
 from receiver.outbound.sinks.broker import BrokerSink
 from receiver.outbound.sinks.http import HttpPool
@@ -67,6 +67,12 @@ SUBSCRIPTION_REFRESH = 2.0
 CLAIM_MARGIN = 5.0
 # Deliveries fanned out before the publisher considers refreshing the table's statistics.
 ANALYZE_AFTER = 10_000
+# How far ahead a claim takes a rate-limited subscriber's slots (and so how long at most its
+# claims wait in memory for them); the claim that follows is made when the last one starts.
+PACE_AHEAD = 1.0
+# A publisher that wrote a failure of a subscriber writes its successes too for this long (a
+# success ends the failure streak); otherwise only while the subscriber was loaded failing.
+HEALTH_MEMORY = 60.0
 
 
 class Publisher:
@@ -91,6 +97,12 @@ class Publisher:
         self._sending: Tally[str] = Tally()  # sends in flight, per subscription
         # Claimed, not sent yet: per subscription, with the monotonic time of the claim.
         self._queued: dict[str, deque[tuple[float, outbox.Claimed]]] = {}
+        # Claims of rate-limited subscribers waiting for their slots (they hold no send slot).
+        self._pacer = pacing.Pacer(self._try_start, self._release_claim, lambda: self._wake.set())
+        # What this publisher's attempts found about each subscriber's health, not written yet;
+        # and when it last wrote a failure of each (its successes are written for a while after).
+        self._health: dict[str, health.Report] = {}
+        self._failed_at: dict[str, float] = {}
         self.cap = min(settings.subscriber_concurrency, self.concurrency)
         # Every send must end before its claim's lease does (or another publisher could send the
         # same delivery meanwhile): sends get a deadline of the lease minus a margin, counted
@@ -112,6 +124,9 @@ class Publisher:
             self._claim_limit = self.concurrency
             self._claim_cap = self.cap
         self._claim_min = max(1, self.concurrency // 8)
+        # Rate-limited subscribers get the slots of the next second at most, and never more than
+        # a claim may wait for its send.
+        self._horizon = timedelta(seconds=min(PACE_AHEAD, self._max_wait / 2))
         self._completions: list[outbox.Completion] = []
         self._gone: dict[str, str] = {}
         self._fanned_since_analyze = 0
@@ -284,6 +299,7 @@ class Publisher:
         # the sends in flight are waited for.
         for subscription_id in list(self._queued):
             self._release_queue(subscription_id, "stopping")
+        self._pacer.release_all("stopping")
         await self._final_flush()
         if self._inflight:
             log.info("stopping: finishing %d sends in flight", len(self._inflight))
@@ -293,7 +309,7 @@ class Publisher:
     async def _final_flush(self) -> None:
         """Write back what can be written; at shutdown nothing may stop the drain (what is not
         written back runs out with its lease and is sent again)."""
-        if not self._completions and not self._gone:
+        if not self._completions and not self._gone and not self._health:
             return  # nothing to write: no need to wait for a connection (PostgreSQL may be away)
         try:
             async with db.translated(), self.pool.connection() as conn:
@@ -302,6 +318,7 @@ class Publisher:
             log.warning("stopping: could not write back outcomes (%s); their claims will expire", exc)
 
     async def _close(self) -> None:
+        self._pacer.close()
         for task in self._inflight:
             task.cancel()
         if self.http is not None:
@@ -327,7 +344,8 @@ class Publisher:
         room = self._room()
         async with db.translated(), self.pool.connection() as conn:
             if room >= self._claim_min or (room > 0 and not self._inflight):
-                disabled = await self._disable_gone(conn)
+                disabled = await self._write_health(conn)
+                disabled = await self._disable_gone(conn) or disabled
                 claimed_at = time.monotonic()  # before the database's now(), which starts the lease
                 held = self._claims_held()
                 completions, self._completions = self._completions, []
@@ -345,12 +363,19 @@ class Publisher:
                         cap=self._claim_cap,
                         in_flight=held,
                         completions=completions,
+                        horizon=self._horizon,
                     ),
                 )
             else:
                 disabled = await self._flush(conn)
+        returned_at = time.monotonic()
         for item in claimed:
-            self._queued.setdefault(item.subscription_id, deque()).append((claimed_at, item))
+            if item.send_after is None:
+                self._queued.setdefault(item.subscription_id, deque()).append((claimed_at, item))
+                continue
+            self._pacer.add(item, claimed_at, returned_at)
+            if item.send_after > 0:
+                metrics.RATE_LIMITED.labels(item.subscription_id).inc()
         try:
             if disabled:
                 await self._refresh_subscriptions(force=True)
@@ -367,12 +392,15 @@ class Publisher:
         held = dict(self._sending)
         for subscription_id, queue in self._queued.items():
             held[subscription_id] = held.get(subscription_id, 0) + len(queue)
+        for subscription_id, waiting in self._pacer.held().items():
+            held[subscription_id] = held.get(subscription_id, 0) + waiting
         return held
 
     def _release_stale(self, now: float) -> None:
         """Give back claims that waited too long for a slot (their send could not finish within
         the lease), and every claim of a subscription that is no longer enabled (410 Gone, or
         disabled by an operator: its deliveries wait until it is enabled again)."""
+        self._release_paused()
         for subscription_id in list(self._queued):
             subscription = self.subscriptions.get(subscription_id)
             if subscription_id in self._gone or (subscription is not None and subscription.state != "enabled"):
@@ -381,18 +409,38 @@ class Publisher:
             queue = self._queued[subscription_id]
             while queue and now - queue[0][0] >= self._max_wait:  # oldest first
                 _, item = queue.popleft()
-                self._completions.append(outbox.Completion.release(item))
-                metrics.CLAIMS_RELEASED.labels("stale").inc()
+                self._release_claim(item, "stale")
                 log.debug("claim of delivery %d waited too long for a slot; released", item.delivery_id)
             if not queue:
                 del self._queued[subscription_id]
 
     def _release_queue(self, subscription_id: str, reason: str) -> None:
-        queue = self._queued.pop(subscription_id, None)
-        if not queue:
-            return
-        self._completions.extend(outbox.Completion.release(item) for _, item in queue)
-        metrics.CLAIMS_RELEASED.labels(reason).inc(len(queue))
+        self._pacer.release(subscription_id, reason)
+        for _, item in self._queued.pop(subscription_id, ()):
+            self._release_claim(item, reason)
+
+    def _release_claim(self, item: outbox.Claimed, reason: str) -> None:
+        self._completions.append(outbox.Completion.release(item))
+        metrics.CLAIMS_RELEASED.labels(reason).inc()
+        if item.probe:  # the circuit's next claim sends another
+            self._health.setdefault(item.subscription_id, health.Report()).probe = "released"
+
+    def _release_paused(self) -> None:
+        """Give back the claims (not the probe) of a subscriber whose circuit opened: they were
+        claimed before it did, and would only fail."""
+        now = datetime.now(UTC)
+        for subscription_id in [*self._queued, *self._pacer.held()]:
+            subscription = self.subscriptions.get(subscription_id)
+            open_until = subscription.circuit_open_until if subscription is not None else None
+            if open_until is None or open_until <= now:
+                continue
+            self._pacer.release(subscription_id, "circuit_open", keep_probes=True)
+            queue = self._queued.pop(subscription_id, deque())
+            for entry in queue:
+                if entry[1].probe:
+                    self._queued.setdefault(subscription_id, deque()).append(entry)
+                else:
+                    self._release_claim(entry[1], "circuit_open")
 
     def _start_sends(self) -> None:
         """Start claimed deliveries while send slots are free, taking subscriptions in turn and
@@ -401,6 +449,8 @@ class Publisher:
             return
         now = time.monotonic()
         self._release_stale(now)
+        if self._pacer:
+            self._pacer.run()  # first: a slot does not wait
         while self._queued and len(self._inflight) < self.concurrency:
             started = False
             for subscription_id in list(self._queued):
@@ -413,12 +463,22 @@ class Publisher:
                 if queue:
                     self._queued[subscription_id] = queue  # to the back: the next one goes first
                 started = True
-                self._sending[subscription_id] += 1
-                task = asyncio.create_task(self._deliver(item, claimed_at))
-                self._inflight.add(task)
-                task.add_done_callback(self._finished)
+                self._launch(item, claimed_at)
             if not started:
                 break
+
+    def _try_start(self, item: outbox.Claimed, claimed_at: float) -> bool:
+        """Start `item`'s send if a send slot is free for it."""
+        if len(self._inflight) >= self.concurrency or self._sending[item.subscription_id] >= self.cap:
+            return False
+        self._launch(item, claimed_at)
+        return True
+
+    def _launch(self, item: outbox.Claimed, claimed_at: float) -> None:
+        self._sending[item.subscription_id] += 1
+        task = asyncio.create_task(self._deliver(item, claimed_at))
+        self._inflight.add(task)
+        task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
@@ -503,6 +563,7 @@ class Publisher:
         metrics.DELIVERIES.labels(kind, outcome).inc()
         metrics.SUBSCRIBER_ATTEMPTS.labels(item.subscription_id, outcome).inc()
         self._completions.append(completion)
+        self._health.setdefault(item.subscription_id, health.Report()).note(result.ok, now, probe=item.probe)
         return outcome
 
     def _wait_before_retry(self, attempt: int, retry_after: float | None) -> timedelta:
@@ -519,7 +580,48 @@ class Publisher:
         if self._completions:
             completions, self._completions = self._completions, []
             await self._writing_back(completions, outbox.complete(conn, self.me, completions))
-        return disabled
+        return await self._write_health(conn) or disabled
+
+    async def _write_health(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        """Write what the attempts found about subscribers' health (`health.record`), with the
+        operational events of what that changed, in one transaction; True when a circuit opened
+        or a subscriber was disabled (the subscriptions must be reloaded)."""
+        now = time.monotonic()
+        reports = {
+            subscription_id: report
+            for subscription_id, report in self._health.items()
+            if report.worth_writing(self._may_be_failing(subscription_id, now))
+        }
+        self._health = {}
+        if not reports:
+            return False
+        try:
+            async with conn.transaction():
+                transitions = await health.record(conn, self.settings, reports)
+                for transition in transitions:
+                    await operational.emit(conn, _EVENTS[transition.change], transition.data())
+        except (DatabaseUnavailable, psycopg.Error):
+            for subscription_id, report in reports.items():  # next turn, before what came since
+                later = self._health.get(subscription_id)
+                if later is not None:
+                    report.merge(later)
+                self._health[subscription_id] = report
+            raise
+        for subscription_id, report in reports.items():
+            if report.failures:
+                self._failed_at[subscription_id] = now
+        for transition in transitions:
+            _log_transition(transition)
+        return any(t.change != "circuit_closed" for t in transitions)
+
+    def _may_be_failing(self, subscription_id: str, now: float) -> bool:
+        subscription = self.subscriptions.get(subscription_id)
+        return (
+            subscription is None
+            or subscription.failing
+            or subscription.circuit_open_until is not None
+            or now - self._failed_at.get(subscription_id, -HEALTH_MEMORY) < HEALTH_MEMORY
+        )
 
     async def _disable_gone(self, conn: psycopg.AsyncConnection[Any]) -> bool:
         if not self._gone:
@@ -633,6 +735,30 @@ class Publisher:
                 # E.g. a statement timeout or a deadlock: the statement was rolled back, try again.
                 log.exception("fan-out failed; retrying")
                 await _first(stop.wait(), timeout=poll)
+
+
+_EVENTS: dict[health.Change, operational.OperationalType] = {
+    "circuit_opened": "operational.circuit_opened",
+    "circuit_closed": "operational.circuit_closed",
+    "subscriber_disabled": "operational.subscriber_disabled",
+}
+
+
+def _log_transition(transition: health.Transition) -> None:
+    fields = {"fields": transition.data()}
+    if transition.change == "circuit_opened":
+        metrics.CIRCUIT_TRANSITIONS.labels(transition.subscription_id, "opened").inc()
+        log.warning(
+            "subscriber failing: circuit opened until %s",
+            transition.circuit_open_until.isoformat(timespec="seconds") if transition.circuit_open_until else "-",
+            extra=fields,
+        )
+    elif transition.change == "circuit_closed":
+        metrics.CIRCUIT_TRANSITIONS.labels(transition.subscription_id, "closed").inc()
+        log.info("subscriber answering again: circuit closed", extra=fields)
+    else:
+        metrics.AUTO_DISABLED.labels(transition.subscription_id).inc()
+        log.error("subscriber disabled: %s", transition.disabled_reason, extra=fields)
 
 
 def duplicate_window(settings: Settings) -> float:

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from receiver.core import crypto, tables
 from receiver.core.errors import ConfigError, NotFound
-from receiver.outbound import operational
+from receiver.outbound import health, operational
 
 Kind = Literal["http", "nats", "amqp"]
 SECRET_PREFIX = "whsec_"
@@ -52,6 +52,9 @@ class Subscription:
     previous_secret_expires_at: datetime | None
     signing_key: Ed25519PrivateKey | None
     state: str
+    # Health as last loaded: whether its circuit is open (until when), and whether it may be failing.
+    circuit_open_until: datetime | None = None
+    failing: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,9 @@ class SubscriptionInfo:
     pending: int
     dead: int
     delivered: int
+    rate: str | None = None  # e.g. 50/s
+    consecutive_failures: int = 0
+    circuit_open_until: datetime | None = None  # set while the circuit is open or a probe is out
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +300,13 @@ async def set_enabled(conn: AsyncConnection, subscription_id: str, enabled: bool
             state="enabled" if enabled else "disabled",
             disabled_reason=None if enabled else (reason or "disabled by an operator"),
             updated_at=sa.func.now(),
+            # Enabled again: a fresh start, whatever the breaker or auto-disable had counted.
+            **(
+                {"consecutive_failures": 0, "failing_since": None, "circuit_open_until": None}
+                | {"circuit_cooloff": None, "circuit_probe": None}
+                if enabled
+                else {}
+            ),
         )
     )
     if result.rowcount == 0:
@@ -331,11 +344,33 @@ async def list_all(conn: AsyncConnection) -> list[SubscriptionInfo]:
             sa.func.coalesce(counts.c.pending, 0),
             sa.func.coalesce(counts.c.dead, 0),
             sa.func.coalesce(counts.c.delivered, 0),
+            s.c.rate_limit,
+            s.c.rate_period,
+            s.c.consecutive_failures,
+            s.c.circuit_open_until,
         )
         .select_from(s.outerjoin(counts, counts.c.subscription_id == s.c.id))
         .order_by(s.c.created_at)
     )
-    return [SubscriptionInfo(*row) for row in rows]
+    return [
+        SubscriptionInfo(
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            row[6],
+            row[7],
+            row[8],
+            row[9],
+            row[10],
+            rate=str(health.rate_of(row[11], row[12]) or "") or None,
+            consecutive_failures=row[13],
+            circuit_open_until=row[14],
+        )
+        for row in rows
+    ]
 
 
 async def load(conn: AsyncConnection, master_key: bytes) -> dict[str, Subscription]:
@@ -351,6 +386,8 @@ async def load(conn: AsyncConnection, master_key: bytes) -> dict[str, Subscripti
             table.c.previous_secret_expires_at,
             table.c.signing_key_sealed,
             table.c.state,
+            table.c.circuit_open_until,
+            (table.c.consecutive_failures > 0) | table.c.failing_since.is_not(None),
         )
     )
     loaded: dict[str, Subscription] = {}
@@ -379,6 +416,8 @@ async def load(conn: AsyncConnection, master_key: bytes) -> dict[str, Subscripti
             previous_secret_expires_at=row.previous_secret_expires_at,
             signing_key=signing_key,
             state=row.state,
+            circuit_open_until=row[8],
+            failing=bool(row[9]),
         )
     return loaded
 
