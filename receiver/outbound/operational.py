@@ -109,7 +109,8 @@ async def emit(conn: Connection, event_type: OperationalType, data: Mapping[str,
         row = (await conn.execute(_EMIT_SA, params)).first()
     assert row is not None
     event_id: uuid.UUID = row[0]
-    log.info("operational event %s", event_type, extra={"fields": {"event_id": str(event_id), **_loggable(data)}})
+    fields = {**_loggable(data), "operational_event_id": str(event_id)}  # data may name an event_id of its own
+    log.info("operational event %s", event_type, extra={"fields": fields})
     return event_id
 
 
