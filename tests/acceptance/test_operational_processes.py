@@ -16,8 +16,9 @@ import orjson
 import pytest
 from standardwebhooks import Webhook
 
+from receiver.outbound import subscriptions
 from tests.subscriber import Subscriber
-from tests.support import MASTER_KEY, doitong_body, running, scalar, settings_for
+from tests.support import MASTER_KEY, admin, doitong_body, running, scalar, settings_for
 
 RECEIVER = [sys.executable, "-m", "receiver"]
 
@@ -59,9 +60,9 @@ async def test_a_dead_delivery_is_announced_to_the_subscriber_that_asked_and_no_
     database_url: str, tmp_path: Path, subscriber: Subscriber
 ) -> None:
     env = _env(database_url, tmp_path, RECEIVER_RETRY_SCHEDULE="100ms,100ms")  # three attempts, then dead
-    broken, _ = _add(env, subscriber.url("/broken"))
-    plain, _ = _add(env, subscriber.url("/plain"))
-    operations, secret = _add(env, subscriber.url("/ops"), "--events", "operational.*")
+    broken = (await admin(database_url, lambda c: subscriptions.add(c, MASTER_KEY, subscriber.url("/broken")))).id
+    plain = (await admin(database_url, lambda c: subscriptions.add(c, MASTER_KEY, subscriber.url("/plain")))).id
+    operations, secret = _add(env, subscriber.url("/ops"), "--events", "operational.*")  # as an operator would
     async with running(settings_for(database_url, tmp_path)) as receiver:
         accepted = await receiver.post(doitong_body("job-op"))
         assert accepted.status_code == 200
