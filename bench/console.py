@@ -1,0 +1,218 @@
+"""The operator console on real volumes: every page and search timed on a month of a busy receiver,
+and what reading the console costs ingest running alongside.
+
+What it measures
+    1. p50/p95 of each console page and search (bench/_console_pages.py: the overview; jobs
+       newest first, by job id, client reference, status, service, tag, a day's range, a later
+       page through the cursor; a busy job's timeline; subscribers and one subscriber; each
+       deliveries filter; endpoints), requested --requests times each over a kept-alive
+       loopback connection with `Authorization: Bearer`, as one operator would, while nothing
+       else runs. The server's own figure (`Server-Timing`) is shown too when the console sends it.
+       Targets: every page <= 300 ms p95, the overview <= 500 ms.
+    2. Ingest at --rate webhooks/s (open loop, each a new job) into the same server, with nobody
+       on the console and with --readers threads requesting the pages back to back, alternating
+       (--rounds of each); the answers' p99 with readers over without. Target: <= 1.2.
+
+The data (bench/_console_fill.py): 1,000,000 jobs over 30 days (--jobs, --days) with ~3,000,000
+job events, ~2,000,000 inbound webhooks and outbox events, ~3,000,000 deliveries over three
+subscribers (some dead, some pending) and every delivery attempt, written in set-based SQL on
+the server given by --database-url (default: $DATABASE_URL, else the local one) and kept as
+the database `bench_console_template` (bench/_console_db.py). Later runs copy it (--refill
+makes it again; it is made again anyway when a migration or the fill changed), top the copy
+up to now, migrate it, and measure the copy, which is dropped at the end (--keep keeps it).
+
+    .venv/bin/python bench/console.py [--requests 30] [--rate 1000] [--refill]
+
+Exit status 0 when the measurement completed (1 with --strict when a target failed), 2 when
+it could not run. Everything it starts and the copy it makes are removed at the end, also on
+Ctrl-C, SIGTERM or failure; the template stays (DROP DATABASE bench_console_template to free
+its ~8 GB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import _bodies
+import _console_db
+import _console_http
+import _console_ingest
+import _console_pages
+import _databases
+import _processes
+import _report
+import _run
+
+PACKAGES = ("uvicorn", "starlette", "sqlalchemy", "psycopg")
+TOKEN = "bench-console-token-0123456789abcdef"
+INGEST_RATIO_TARGET = 1.2
+
+
+def run(args: argparse.Namespace, stack: contextlib.ExitStack[bool | None]) -> int:
+    admin_url = _databases.admin_url(args.database_url)
+    if not _databases.reachable(admin_url):
+        raise _run.BenchError(f"cannot connect to {_databases.redact(admin_url)} (bench/console.py needs a server)")
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-console-")))
+    _report.print_machine("doitong-receiver console benchmark", PACKAGES)
+    print(f"  postgresql   : {_databases.query_one(admin_url, 'SHOW server_version')} ({_databases.redact(admin_url)})")
+    print(f"  code         : {_report.code_version()}", flush=True)
+
+    wanted = _console_db.key(args.jobs, args.days)
+    record = _console_db.made(admin_url)
+    if args.refill or record is None or record.key != wanted:
+        why = "--refill" if args.refill else ("none yet" if record is None else f"made from {record.key}, not {wanted}")
+        _run.log(f"making the template {_console_db.TEMPLATE} ({why}): {args.jobs:,} jobs over {args.days:g} days")
+        record = _console_db.make_template(admin_url, args.jobs, args.days)
+        made_now = True
+    else:
+        made_now = False
+    if args.fill_only:
+        print(f"  template     : {_console_db.TEMPLATE}, filled in {record.fill_seconds:.0f} s")
+        return 0
+
+    name = f"bench_console_{os.getpid()}"
+    _run.log(f"copying the template to {name}")
+    started = time.perf_counter()
+    url = stack.enter_context(_console_db.copied(admin_url, name, keep=args.keep))
+    copy_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    _console_db.migrate_copy(url)
+    migrate_seconds = time.perf_counter() - started
+    now = datetime.now(UTC)
+    topped = _console_db.top_up(url, record, now)
+    print(
+        f"  data         : template {'made now' if made_now else 'reused'}, filled in {record.fill_seconds:.0f} s "
+        f"(ends {record.end[:19]}); copied in {copy_seconds:.0f} s, migrated in {migrate_seconds:.1f} s, "
+        f"topped up with {topped:,} jobs"
+    )
+    for table, rows, size in _console_db.sizes(url):
+        print(f"    {table:<18} {rows:>12,} rows {size / 2**30:>7.2f} GiB")
+
+    secret = _bodies.webhook_secret()
+    port = _processes.free_port()
+    env = _console_db.receiver_env(
+        url,
+        DOITONG_WEBHOOK_SECRET=secret,
+        RECEIVER_CONSOLE_TOKEN=TOKEN,
+        RECEIVER_HOME=str(tmp / "home"),
+        RECEIVER_PORT=str(port),
+    )
+    server = _processes.Proc("receiver serve", [sys.executable, "-m", "receiver", "serve"], env, tmp / "serve.log")
+    stack.callback(server.stop)
+    _processes.wait_http(port, "/readyz", server, timeout=120)
+    samples = _console_pages.samples(url)
+    client = _console_http.Client(port, TOKEN)
+    probe = client.get("/console/")
+    if probe.status != 200:
+        raise _run.BenchError(f"GET /console/ answered {probe.status}: is the console in this build?\n{server.tail()}")
+    pages = _console_pages.resolve(client, _console_pages.pages(samples))
+
+    print(f"\nConsole pages: {args.requests} requests each after 2 unmeasured, one client, nothing else running")
+    series = _console_pages.time_pages(client, pages, args.requests)
+    client.close()
+    pages_ok = _console_pages.report(pages, series)
+
+    ingest_ok: bool | None = None
+    if args.rate > 0:
+        ingest_ok = _ingest(args, port, secret, tmp, [page.path for page in pages])
+    if server.errors():
+        print(f"\nreceiver serve logged:\n{server.errors()}")
+
+    print("\nTargets")
+    print(
+        f"  every page p95 <= {_console_pages.PAGE_TARGET_MS:.0f} ms, overview <= "
+        f"{_console_pages.OVERVIEW_TARGET_MS:.0f} ms : {_report.verdict(pages_ok)}"
+    )
+    print(f"  ingest p99 with the console / without <= {INGEST_RATIO_TARGET:g}  : {_report.verdict(ingest_ok)}")
+    if args.keep:
+        print(f"\nkept: {_databases.redact(url)}")
+    return 1 if args.strict and not (pages_ok and ingest_ok is not False) else 0
+
+
+def _ingest(args: argparse.Namespace, port: int, secret: str, tmp: Path, paths: list[str]) -> bool:
+    count = int(args.rate * (args.warmup + args.duration))
+    print(
+        f"\nIngest at {args.rate:g} webhooks/s (open loop, new jobs; {args.warmup:g} s warm-up + {args.duration:g} s), "
+        f"without and with {args.readers} console reader(s) requesting the pages above back to back; "
+        f"{args.rounds} round(s) each, alternating"
+    )
+    quiet: list[_console_ingest.IngestRun] = []
+    busy: list[_console_ingest.IngestRun] = []
+    for round_no in range(1, args.rounds + 1):
+        for label in ("quiet", "console"):
+            body_file = _console_ingest.bodies(tmp, secret, count, f"{label}{round_no}")
+
+            def readers() -> _console_http.Readers:
+                return _console_http.Readers(port, TOKEN, paths, args.readers)
+
+            result = _console_ingest.run(
+                f"{label} {round_no}",
+                port,
+                body_file,
+                rate=args.rate,
+                warmup=args.warmup,
+                tmp=tmp,
+                alongside=readers if label == "console" else None,
+            )
+            (quiet if label == "quiet" else busy).append(result)
+            body_file.unlink()
+    header = (
+        f"{'run':<12} {'sent':>7} {'2xx':>7} {'non-2xx':>7} {'err':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'late ms':>8} {'pages':>6}"
+    )
+    _report.print_header(header)
+    for r in [*quiet, *busy]:
+        print(
+            f"{r.label:<12} {r.sent:>7,} {r.ok:>7,} {r.non_2xx:>7} {r.errors:>4} {r.p(50):>8.2f} {r.p(99):>8.2f} "
+            f"{r.answers[-1] if r.answers else float('nan'):>8.1f} {r.max_late_ms:>8.1f} {r.console_requests:>6}"
+        )
+        for what, n in r.console_failures.items():
+            print(f"{'':<12} console: {n} x {what}")
+    p99_quiet = _report.median([r.p(99) for r in quiet])
+    p99_busy = _report.median([r.p(99) for r in busy])
+    ratio = p99_busy / p99_quiet if p99_quiet else float("inf")
+    clean = all(r.ok == r.sent and not r.console_failures for r in [*quiet, *busy])
+    print(
+        f"ingest p99 (median of rounds): quiet {p99_quiet:.2f} ms, with the console {p99_busy:.2f} ms, "
+        f"ratio {ratio:.2f} (target <= {INGEST_RATIO_TARGET:g})" + ("" if clean else "; NOT CLEAN: see the rows above")
+    )
+    return ratio <= INGEST_RATIO_TARGET and clean
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Console pages on 1M jobs, and ingest alongside (see the docstring).")
+    parser.add_argument("--jobs", type=int, default=1_000_000, help="jobs in the template (default 1000000)")
+    parser.add_argument("--days", type=float, default=30.0, help="the span they are spread over (default 30)")
+    parser.add_argument("--refill", action="store_true", help="make the template again even if it is current")
+    parser.add_argument("--fill-only", action="store_true", help="make (or check) the template and stop")
+    parser.add_argument("--keep", action="store_true", help="keep the measured copy (its URL is printed)")
+    parser.add_argument("--requests", type=int, default=30, help="timed requests per page (default 30)")
+    parser.add_argument(
+        "--rate", type=float, default=1000.0, help="ingest webhooks/s alongside, 0 skips (default 1000)"
+    )
+    parser.add_argument("--duration", type=float, default=20.0, help="measured ingest seconds per run (default 20)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="ingest warm-up seconds per run (default 3)")
+    parser.add_argument("--rounds", type=int, default=2, help="ingest runs of each kind, alternating (default 2)")
+    parser.add_argument("--readers", type=int, default=1, help="console readers during ingest (default 1)")
+    parser.add_argument(
+        "--database-url",
+        help=f"an admin URL of the PostgreSQL server (default: $DATABASE_URL, else {_databases.DEFAULT_ADMIN_URL})",
+    )
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target failed")
+    args = parser.parse_args(argv)
+    if args.jobs < 1000 or args.days <= 0 or args.requests < 1 or args.rounds < 1 or args.readers < 1:
+        parser.error("--jobs >= 1000; --days, --requests, --rounds and --readers must be positive")
+    if args.rate < 0 or args.duration <= 0 or args.warmup < 0:
+        parser.error("--rate >= 0, --duration > 0, --warmup >= 0")
+    return _run.run_main("console.py", run, args, _processes.kill_all)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
