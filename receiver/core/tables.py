@@ -119,6 +119,7 @@ inbound_webhooks = Table(
     ),
     UniqueConstraint("endpoint", "idempotency_key"),
     Index("ix_inbound_webhooks_received_at", "received_at"),
+    Index("ix_inbound_webhooks_endpoint_received_at", "endpoint", "received_at"),
     comment="Every accepted (signature-verified) webhook request, once per idempotency key.",
 )
 
@@ -159,6 +160,9 @@ jobs = Table(
     Index("ix_jobs_created_at", "created_at"),
     Index("ix_jobs_client_reference", "client_reference", postgresql_where=text("client_reference IS NOT NULL")),
     Index("ix_jobs_first_seen_at_id", "first_seen_at", "id"),
+    Index("ix_jobs_status_first_seen_at_id", "status", "first_seen_at", "id"),
+    Index("ix_jobs_service_first_seen_at_id", "service", "first_seen_at", "id"),
+    Index("ix_jobs_tags", "tags", postgresql_using="gin", postgresql_ops={"tags": "jsonb_path_ops"}),
     # Written out, not receiver_status_terminal(): see the index in receiver/sql/tables.sql.
     Index(
         "ix_jobs_unfinished",
@@ -367,6 +371,7 @@ deliveries = Table(
         postgresql_where=text("state = 'pending'"),
     ),
     Index("ix_deliveries_dead", "subscription_id", postgresql_where=text("state = 'dead'")),
+    Index("ix_deliveries_dead_id", "id", "subscription_id", postgresql_where=text("state = 'dead'")),
     Index("ix_deliveries_delivered_at", "delivered_at", postgresql_where=text("state = 'delivered'")),
     comment="One row per event and subscriber: attempts, schedule and outcome.",
 )
@@ -446,6 +451,7 @@ delivery_attempts = Table(
     CheckConstraint("outcome IN ('delivered', 'retrying', 'dead')", name="outcome"),
     Index("ix_delivery_attempts_delivery_id", "delivery_id", "id"),
     Index("ix_delivery_attempts_subscription_id", "subscription_id", "at"),
+    Index("ix_delivery_attempts_failed", "subscription_id", "at", postgresql_where=text("outcome <> 'delivered'")),
     comment="Every delivery attempt and how it ended (deliveries keeps only the last).",
 )
 

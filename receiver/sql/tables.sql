@@ -81,6 +81,9 @@ CREATE TABLE inbound_webhooks (
   CONSTRAINT uq_inbound_webhooks_endpoint_idempotency_key UNIQUE (endpoint, idempotency_key)
 );
 CREATE INDEX ix_inbound_webhooks_received_at ON inbound_webhooks (received_at);
+-- The last webhook each endpoint accepted (the console's Endpoints page): one probe, also for an
+-- endpoint that has accepted none, where a walk back along received_at passes every row.
+CREATE INDEX ix_inbound_webhooks_endpoint_received_at ON inbound_webhooks (endpoint, received_at);
 COMMENT ON TABLE inbound_webhooks IS 'Every accepted (signature-verified) webhook request, once per idempotency key.';
 COMMENT ON COLUMN inbound_webhooks.endpoint IS 'endpoint name the request came in on';
 COMMENT ON COLUMN inbound_webhooks.idempotency_key IS 'Idempotency-Key / X-Doitong-Delivery / webhook-id header, else sha256 of the body';
@@ -128,6 +131,12 @@ CREATE INDEX ix_jobs_client_reference ON jobs (client_reference) WHERE client_re
 CREATE INDEX ix_jobs_created_at ON jobs (created_at);
 -- GET /v1/jobs pages newest first by (first_seen_at, id), the cursor being the last pair seen.
 CREATE INDEX ix_jobs_first_seen_at_id ON jobs (first_seen_at, id);
+-- The same order within one status or one service, and tags by containment (@>): what GET /v1/jobs
+-- and the console search by. Without them a status or service that few jobs (or none) have walks
+-- every job from the newest back.
+CREATE INDEX ix_jobs_status_first_seen_at_id ON jobs (status, first_seen_at, id);
+CREATE INDEX ix_jobs_service_first_seen_at_id ON jobs (service, first_seen_at, id);
+CREATE INDEX ix_jobs_tags ON jobs USING gin (tags jsonb_path_ops);
 -- The reconciler's claim walks unfinished jobs by age. The predicate is what
 -- `NOT receiver_status_terminal(status)` inlines to, which is how the claim, written with the
 -- function, still uses this index (tests/integration/test_schema_file.py checks the plan).
@@ -345,6 +354,10 @@ CREATE TABLE deliveries (
 CREATE INDEX ix_deliveries_due ON deliveries (subscription_id, next_attempt_at, event_seq) WHERE state = 'pending';
 CREATE INDEX ix_deliveries_order ON deliveries (subscription_id, job_id, event_seq) WHERE state = 'pending';
 CREATE INDEX ix_deliveries_dead ON deliveries (subscription_id) WHERE state = 'dead';
+-- Dead rows newest first, of every subscriber or of one (the dead-letter view, replay --dead): a
+-- delivery dies days after it was created, so a walk back from the newest delivery passes days of
+-- delivered ones before the first dead one. The subscriber is checked within the index.
+CREATE INDEX ix_deliveries_dead_id ON deliveries (id, subscription_id) WHERE state = 'dead';
 CREATE INDEX ix_deliveries_delivered_at ON deliveries (delivered_at) WHERE state = 'delivered';
 COMMENT ON TABLE deliveries IS 'One row per event and subscriber: attempts, schedule and outcome.';
 COMMENT ON COLUMN deliveries.event_id IS 'the outbox event being delivered';
@@ -443,6 +456,8 @@ CREATE TABLE delivery_attempts (
 CREATE INDEX ix_delivery_attempts_delivery_id ON delivery_attempts (delivery_id, id);
 -- A subscriber's success rate and latency over the last hour or day.
 CREATE INDEX ix_delivery_attempts_subscription_id ON delivery_attempts (subscription_id, at);
+-- ... and its last failure, without walking the successful attempts of the window.
+CREATE INDEX ix_delivery_attempts_failed ON delivery_attempts (subscription_id, at) WHERE outcome <> 'delivered';
 COMMENT ON TABLE delivery_attempts IS 'Every delivery attempt and how it ended (deliveries keeps only the last).';
 COMMENT ON COLUMN delivery_attempts.delivery_id IS 'the delivery attempted';
 COMMENT ON COLUMN delivery_attempts.subscription_id IS 'its subscriber (copied, for per-subscriber figures)';
