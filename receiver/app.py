@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from receiver.core import crypto, db, logs, metrics, migrate, outage, tracing
+from receiver.core import crypto, db, http_limits, logs, metrics, migrate, outage, tracing
 from receiver.core.background import BackgroundTasks, TaskFailed
 from receiver.core.config import Settings
 from receiver.core.errors import DatabaseUnavailable, ReceiverError
@@ -169,6 +169,7 @@ def factory() -> ReceiverApp:
     is a fresh process, so it sets up its own logging (else its request lines are lost)."""
     settings = Settings.from_env()
     logs.setup(settings)
+    http_limits.configure(http_limits.fit_open_files(settings.connection_limits))
     tracing.setup(settings)
     return create_app(settings)
 

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 import uvicorn
 
-from receiver.core import config, crypto, db, embedded_postgres, embedded_uvicorn, migrate, outage
+from receiver.core import config, crypto, db, embedded_postgres, embedded_uvicorn, http_limits, migrate, outage
 from receiver.core.config import Settings
 from receiver.core.errors import ConfigError, DatabaseUnavailable, ReceiverError, SecretDecryptError
 from receiver.inbound import endpoints
@@ -235,11 +235,14 @@ def _serve(app: Any, settings: Settings, **extra: Any) -> None:
 
 
 def _uvicorn_options(settings: Settings) -> dict[str, Any]:
+    limits = http_limits.fit_open_files(settings.connection_limits)
+    http_limits.configure(limits)  # workers (receiver.app:factory) configure their own
     return {
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop" if sys.platform != "win32" else "asyncio",
-        "http": "httptools",
+        "http": http_limits.LimitedHttpToolsProtocol,
+        "timeout_keep_alive": limits.keepalive_timeout,
         "access_log": False,
         "log_config": None,
         "server_header": False,

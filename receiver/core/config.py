@@ -58,6 +58,12 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("RECEIVER_MAX_BODY_BYTES", "1048576", "request body limit"),
     ("RECEIVER_MAX_IDEMPOTENCY_KEY_BYTES", "255", "longest idempotency key header (400 above)"),
     ("RECEIVER_MAX_STORED_HEADER_BYTES", "8192", "headers kept per webhook; the rest left out"),
+    ("RECEIVER_MAX_HEADER_BYTES", "16384", "request line + headers (431 above)"),
+    ("RECEIVER_HEADER_TIMEOUT", "10s", "a request's head must arrive within this (408)"),
+    ("RECEIVER_BODY_TIMEOUT", "10s", "a body may take this + 1s per MIN_RATE bytes (408)"),
+    ("RECEIVER_BODY_MIN_RATE", "1024", "bytes/s a slow body must keep up (see above)"),
+    ("RECEIVER_KEEPALIVE_TIMEOUT", "5s", "idle keep-alive connections are closed after this"),
+    ("RECEIVER_MAX_CONNECTIONS", "2048", "open connections per server process (503 above)"),
     ("RECEIVER_LOG_FORMAT", "text", "text or json"),
     ("RECEIVER_LOG_LEVEL", "info", "debug, info, warning, error (--verbose: debug)"),
     ("RECEIVER_DB_POOL_SIZE", "16", "connections per server worker"),
@@ -108,6 +114,19 @@ def environment_help() -> str:
 
 
 @dataclass(frozen=True)
+class ConnectionLimits:
+    """What the public server bounds per connection (receiver.core.http_limits applies it):
+    bytes, seconds and counts."""
+
+    max_header_bytes: int = 16 * 1024
+    header_timeout: float = 10.0
+    body_timeout: float = 10.0
+    body_min_rate: int = 1024
+    keepalive_timeout: float = 5.0
+    max_connections: int = 2048
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the processes need; built by `Settings.from_env`."""
 
@@ -121,6 +140,7 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     max_idempotency_key_bytes: int = 255
     max_stored_header_bytes: int = 8192
+    connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     log_format: LogFormat = "text"
     log_level: str = "INFO"
     db_pool_size: int = 16
@@ -178,6 +198,7 @@ class Settings:
             # Above 1,024 a key could approach PostgreSQL's b-tree entry limit (receiver/inbound/idempotency.py).
             max_idempotency_key_bytes=_int(env, "RECEIVER_MAX_IDEMPOTENCY_KEY_BYTES", 255, low=16, high=1024),
             max_stored_header_bytes=_int(env, "RECEIVER_MAX_STORED_HEADER_BYTES", 8192, low=1024, high=1024 * 1024),
+            connection_limits=_connection_limits(env),
             log_format=_log_format(env.get("RECEIVER_LOG_FORMAT")),
             log_level=_log_level(env.get("RECEIVER_LOG_LEVEL")),
             db_pool_size=_int(env, "RECEIVER_DB_POOL_SIZE", 16, low=1, high=1000),
@@ -309,6 +330,23 @@ def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise ConfigError(f"{name}: {value} is out of range; use a number {bound}")
     return value
+
+
+def _connection_limits(env: Mapping[str, str]) -> ConnectionLimits:
+    def seconds(name: str, default: str) -> float:
+        value = _duration(env, name, default).total_seconds()
+        if value <= 0:
+            raise ConfigError(f"{name}: must be longer than 0s")
+        return value
+
+    return ConnectionLimits(
+        max_header_bytes=_int(env, "RECEIVER_MAX_HEADER_BYTES", 16 * 1024, low=1024, high=1024 * 1024),
+        header_timeout=seconds("RECEIVER_HEADER_TIMEOUT", "10s"),
+        body_timeout=seconds("RECEIVER_BODY_TIMEOUT", "10s"),
+        body_min_rate=_int(env, "RECEIVER_BODY_MIN_RATE", 1024, low=1),
+        keepalive_timeout=seconds("RECEIVER_KEEPALIVE_TIMEOUT", "5s"),
+        max_connections=_int(env, "RECEIVER_MAX_CONNECTIONS", 2048, low=1, high=1_000_000),
+    )
 
 
 def _duration(env: Mapping[str, str], name: str, default: str) -> timedelta:

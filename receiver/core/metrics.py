@@ -33,6 +33,12 @@ WEBHOOKS = Counter(
     "unsupported_encoding, not_found, unavailable, error).",
     ["endpoint", "outcome"],
 )
+CONNECTIONS_REFUSED = Counter(
+    "receiver_connections_refused",
+    "Connections the server closed at a limit (headers_too_large, header_timeout, "
+    "body_timeout, idle_timeout, connection_limit); see the README's security section.",
+    ["reason"],
+)
 REPLAYS = Counter(
     "receiver_webhook_replays",
     "Deliveries that came again under an idempotency key already stored.",
