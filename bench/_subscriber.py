@@ -3,7 +3,9 @@ process that answers every POST with `200` and no body at once, keeps connection
 records `(CLOCK_MONOTONIC, webhook-id)` of every request. `GET /stats` answers the counts so far
 as JSON; on SIGTERM it writes the records to --out and exits.
 
-    python bench/_subscriber.py --port P --out FILE
+    python bench/_subscriber.py --port P --out FILE [--delay S]
+
+With --delay it answers each request S seconds after it arrived (a slow subscriber).
 
 `Subscriber` starts one and reads it from the benchmark's side.
 """
@@ -31,11 +33,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="_subscriber.py")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--delay", type=float, default=0.0)
     args = parser.parse_args(argv)
-    return uvloop.run(_serve(args.port, args.out))
+    return uvloop.run(_serve(args.port, args.out, args.delay))
 
 
-async def _serve(port: int, out: Path) -> int:
+async def _serve(port: int, out: Path, delay: float = 0.0) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -88,6 +91,13 @@ async def _serve(port: int, out: Path) -> int:
                 times.append(clock())
                 ids.append(event_id)
                 seen.add(event_id)
+                if delay:
+                    loop.call_later(delay, self.answer)  # answers keep the requests' order
+                else:
+                    self.transport.write(ok)
+
+        def answer(self) -> None:
+            if not self.transport.is_closing():
                 self.transport.write(ok)
 
     server = await loop.create_server(Server, "127.0.0.1", port, backlog=1024)
@@ -100,7 +110,7 @@ async def _serve(port: int, out: Path) -> int:
 class Subscriber:
     """A subscriber process, started and answering; `url` is what a subscription points at."""
 
-    def __init__(self, tmp: Path, tag: str) -> None:
+    def __init__(self, tmp: Path, tag: str, delay: float = 0.0) -> None:
         self.port = _processes.free_port()
         self.out = tmp / f"subscriber-{tag}.json"
         self.proc = _processes.Proc(
@@ -112,6 +122,8 @@ class Subscriber:
                 str(self.port),
                 "--out",
                 str(self.out),
+                "--delay",
+                str(delay),
             ],
             _processes.child_env(),
             tmp / f"subscriber-{tag}.log",

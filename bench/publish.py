@@ -66,6 +66,7 @@ import _otlp_sink
 import _processes
 import _publish_drain
 import _publish_e2e
+import _publish_health
 import _publish_report
 import _publish_systems
 import _report
@@ -123,11 +124,18 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack[bool | None]) -> i
             "drains (the bench does it, not the systems measured)"
         )
     print(
-        f"  run          : drains of {args.events:,} events ({', '.join(f for f in args.figures if f != 'e2e')}); "
+        f"  run          : drains of {args.events:,} events "
+        f"({', '.join(f for f in args.figures if f in ('http', 'nats'))}); "
         f"end to end {args.rate:g}/s for {args.warmup:g}+{args.duration:g} s; systems: "
         + ", ".join(label for key, label in systems if key in args.only),
         flush=True,
     )
+    if "health" in args.figures:
+        print(
+            f"  health runs  : {', '.join(args.health_variants)} at {args.health_rate:g}/s for "
+            f"{args.warmup:g}+{args.health_duration:g} s each (receiver only)",
+            flush=True,
+        )
 
     drains: dict[tuple[str, str], _publish_drain.Drain] = {}
     latencies: dict[str, _publish_e2e.Latency] = {}
@@ -155,8 +163,17 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack[bool | None]) -> i
             latencies[label] = r
             _run.log(f"{label} end-to-end: p50 {r.p(50):.2f} ms, p99 {r.p(99):.2f} ms ({r.matched:,} matched)")
             time.sleep(1.0)
+    health: dict[str, _publish_health.HealthRun] = {}
+    if "health" in args.figures:
+        bodies = tmp / "bodies-health.txt"
+        count = int(args.health_rate * (args.warmup + args.health_duration))
+        _bodies.write(bodies, (_bodies.publish_document(i, ctx.nonce) for i in range(count)), ctx.webhook_secret)
+        health = _publish_health.run(ctx, bodies)
     print(f"\n  load average : {_report.load_average()} (1, 5, 15 min, after the run)")
-    return _publish_report.report(ctx, drains, latencies)
+    status = _publish_report.report(ctx, drains, latencies)
+    if health and _publish_health.report(ctx, health) and args.strict:
+        status = 1
+    return status
 
 
 def _traced_drains(ctx: _publish_systems.Ctx, drains: dict[tuple[str, str], _publish_drain.Drain]) -> None:
@@ -197,7 +214,21 @@ def main(argv: list[str] | None = None) -> int:
         "--figures",
         type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
         default=["http", "nats", "e2e"],
-        help="which measurements: http, nats, e2e (default all)",
+        help="which measurements: http, nats, e2e, and health: one bad subscriber of four (down, "
+        "rate-limited, slow) and the healthy ones' latency (default http,nats,e2e)",
+    )
+    parser.add_argument("--health-rate", type=float, default=200.0, help="webhooks/s for the health runs (default 200)")
+    parser.add_argument(
+        "--health-duration", type=float, default=10.0, help="measured seconds of each health run (default 10)"
+    )
+    parser.add_argument(
+        "--health-slow", type=float, default=2.0, help="seconds the slow subscriber takes to answer (default 2)"
+    )
+    parser.add_argument(
+        "--health-variants",
+        type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+        default=list(_publish_health.VARIANTS),
+        help=f"which health runs ({', '.join(_publish_health.VARIANTS)}: all by default)",
     )
     parser.add_argument("--skip-nats", action="store_true", help="leave out the NATS drain")
     parser.add_argument(
@@ -263,8 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.only or any(x not in ("receiver", "baseline") for x in args.only):
         parser.error("--only: receiver, baseline or both")
-    if any(x not in ("http", "nats", "e2e") for x in args.figures):
-        parser.error("--figures: http, nats, e2e")
+    if any(x not in ("http", "nats", "e2e", "health") for x in args.figures):
+        parser.error("--figures: http, nats, e2e, health")
+    if any(x not in _publish_health.VARIANTS for x in args.health_variants):
+        parser.error("--health-variants: " + ", ".join(_publish_health.VARIANTS))
     if args.skip_nats:
         args.figures = [f for f in args.figures if f != "nats"]
     if args.events < 1 or args.rate <= 0 or args.duration <= 0 or args.warmup < 0 or args.concurrency < 1:

@@ -121,17 +121,21 @@ FOR UPDATE OF s SKIP LOCKED
 # starting before now() + horizon (virtual scheduling: slot k is first_slot + k * spacing).
 _GATE_SHARE = (
     "CASE WHEN g.probe THEN 1 END,"
-    " ceil(extract(epoch FROM now() + %(horizon)s - g.first_slot) / extract(epoch FROM g.spacing))::integer"
+    " ceil(extract(epoch FROM now() + %(horizon)s - g.first_slot) / extract(epoch FROM g.spacing))::integer,"
+    # Outside the gate (an open circuit, or a row another claim holds): LIMIT 0, which stops
+    # before the index is read, whatever order the planner joins in.
+    " CASE WHEN g.id IS NULL AND (s.rate_limit IS NOT NULL OR s.circuit_open_until IS NOT NULL) THEN 0 END"
 )
-# Each delivery taken gets its slot (seconds until it may start, in claim order: counted from the
-# clock as the statement ends, so a slow statement does not shift one publisher's slots), and the
-# subscription's next free slot moves past the last one taken; a probe marks the circuit half
-# open for the probe's lease (another probe goes out only if this one's claim runs out).
+# Each delivery taken gets its slot (in claim order), and the subscription's next free slot moves
+# past the last one taken; a probe marks the circuit half open for the probe's lease (another
+# probe goes out only if this one's claim runs out). Slots are returned as the database's clock
+# reads them, with that clock as each row is returned: `claim` counts them from the last of
+# these readings, the statement's end, so a slow statement does not shift one publisher's slots.
 _PACED = """
 ranked AS (
     SELECT due.*, g.probe, extract(epoch FROM g.spacing)::float8 AS spacing,
-        (extract(epoch FROM g.first_slot - clock_timestamp()) + extract(epoch FROM g.spacing) * (row_number() OVER (
-            PARTITION BY due.subscription_id ORDER BY due.next_attempt_at, due.event_seq) - 1))::float8 AS send_after
+        extract(epoch FROM g.first_slot + g.spacing * (row_number() OVER (
+            PARTITION BY due.subscription_id ORDER BY due.next_attempt_at, due.event_seq) - 1))::float8 AS slot
     FROM due LEFT JOIN gate g ON g.id = due.subscription_id
 ), paced AS (
     UPDATE subscriptions s SET
@@ -202,7 +206,7 @@ FROM ranked due, outbox_events o
 WHERE d.id = due.id AND o.id = d.event_id
 RETURNING d.id, d.subscription_id, d.attempts, o.id, o.type, d.job_id, o.payload::text, o.created_at,
     d.claimed_until, due.last_attempt_at, o.traceparent, o.tracestate, d.replayed_at,
-    due.send_after, due.spacing, due.probe
+    due.slot, due.spacing, due.probe, extract(epoch FROM clock_timestamp())::float8 AS clock
 """
 
 DISABLE_GONE = """
@@ -363,7 +367,9 @@ async def claim(
         },
     )
     assert cursor.description is not None
-    pace = [column.name for column in cursor.description].index("send_after")  # send_after, spacing, probe
+    pace = [column.name for column in cursor.description].index("slot")  # slot, spacing, probe, clock
+    rows = await cursor.fetchall()
+    clock = max((row[pace + 3] for row in rows), default=0.0)
     return [
         Claimed(
             delivery_id=row[0],
@@ -379,11 +385,11 @@ async def claim(
             traceparent=row[10],
             tracestate=row[11],
             replayed_at=row[12],
-            send_after=row[pace],
+            send_after=None if row[pace] is None else row[pace] - clock,
             spacing=row[pace + 1] or 0.0,
             probe=bool(row[pace + 2]),
         )
-        for row in await cursor.fetchall()
+        for row in rows
     ]
 
 
