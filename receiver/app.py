@@ -16,6 +16,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from receiver.console import site
+from receiver.console.state import Console
 from receiver.core import crypto, db, http_limits, logs, metrics, migrate, outage, tracing
 from receiver.core.background import BackgroundTasks, TaskFailed
 from receiver.core.config import Settings
@@ -23,7 +25,7 @@ from receiver.core.errors import DatabaseUnavailable, ReceiverError
 from receiver.core.logs import AccessLog
 from receiver.core.metrics import Exposition
 from receiver.core.notify import Notifier
-from receiver.inbound import endpoints, handler
+from receiver.inbound import endpoints, handler, outcomes
 from receiver.inbound.state import AppState, json_response
 from receiver.jobs import api, openapi
 from receiver.outbound import forgeries, health, outbox
@@ -37,6 +39,7 @@ def create_app(settings: Settings, *, with_publisher: bool = False) -> ReceiverA
 
     `with_publisher` runs the outbox publisher in the same process (`receiver run`)."""
     database_url = settings.require_database_url()
+    console = Console(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -72,6 +75,8 @@ def create_app(settings: Settings, *, with_publisher: bool = False) -> ReceiverA
             lambda: forgeries.run(state.signature_failures, pool, settings.forged_burst),
             on_failure="restart",
         )
+        # Requests per minute and outcome for the console's overview, from this process's counter.
+        tasks.start("webhook-outcomes", lambda: outcomes.run(pool), on_failure="restart")
         stop_publisher = asyncio.Event()
         publishing = None
         if with_publisher:
@@ -88,6 +93,7 @@ def create_app(settings: Settings, *, with_publisher: bool = False) -> ReceiverA
             if publishing is not None:
                 with contextlib.suppress(Exception):  # kept by publisher_ended
                     await publishing
+            await console.close()
             await tasks.stop()
             await pool.close()
             await engine.dispose()
@@ -99,6 +105,7 @@ def create_app(settings: Settings, *, with_publisher: bool = False) -> ReceiverA
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        site.mount(console),  # /console/: 404 unless RECEIVER_CONSOLE_TOKEN is set
     ]
     receiver_app = ReceiverApp(Starlette(routes=routes, lifespan=lifespan), traced=settings.tracing)
     return receiver_app

@@ -31,6 +31,7 @@ from receiver.outbound import process
 log = logging.getLogger("receiver.cli.server")
 
 WEBHOOK_SECRET_FILE = "webhook_secret"
+CONSOLE_TOKEN_FILE = "console_token"
 
 
 def register(commands: Any) -> None:
@@ -129,6 +130,8 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     _migrate_when_reachable(url)
     if not settings.webhook_secrets:
         settings = settings.replace(webhook_secrets=(_dev_webhook_secret(settings.home),))
+    if not settings.console_token:
+        settings = settings.replace(console_token=_dev_console_token(settings.home))
     asyncio.run(_preflight(settings))
     public = f"http://{settings.host}:{settings.port}"
     print(
@@ -140,6 +143,9 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
                 f"  database    : {db.libpq_url(url)}",
                 f"  psql        : psql '{db.libpq_url(url)}'",
                 f"  metrics     : {public}/metrics",
+                # The token rides in the fragment, which the browser never sends: the login page
+                # reads it, signs in and drops it from the address bar and history.
+                f"  console     : {public}/console/login#token={settings.console_token}",
             ]
         ),
         flush=True,
@@ -165,16 +171,25 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _dev_webhook_secret(home: Path) -> str:
-    path = home / WEBHOOK_SECRET_FILE
+    return _kept_in_home(home, WEBHOOK_SECRET_FILE, "whsec_" + secrets.token_urlsafe(24), "DOITONG_WEBHOOK_SECRET")
+
+
+def _dev_console_token(home: Path) -> str:
+    return _kept_in_home(home, CONSOLE_TOKEN_FILE, secrets.token_urlsafe(24), "RECEIVER_CONSOLE_TOKEN")
+
+
+def _kept_in_home(home: Path, name: str, new_value: str, setting: str) -> str:
+    """What `setting` would hold in development: the file `name` under `home`, written with
+    `new_value` (mode 0600) the first time."""
+    path = home / name
     if path.exists():
         return path.read_text().strip()
     home.mkdir(parents=True, exist_ok=True)
-    value = "whsec_" + secrets.token_urlsafe(24)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(value + "\n")
-    log.warning("DOITONG_WEBHOOK_SECRET is not set: generated one and kept it in %s", path)
-    return value
+        handle.write(new_value + "\n")
+    log.warning("%s is not set: generated one and kept it in %s", setting, path)
+    return new_value
 
 
 def _with_flags(settings: Settings, args: argparse.Namespace) -> Settings:

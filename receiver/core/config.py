@@ -40,7 +40,7 @@ MIN_PORT, MAX_PORT = 0, 65535  # 0 asks the OS for any free port
 # Doitong's webhook signing secret, whether from DOITONG_WEBHOOK_SECRET or `receiver endpoints`:
 # a floor against typos and placeholders, not a strength requirement (Doitong chooses the secret).
 MIN_WEBHOOK_SECRET_LENGTH = 8
-# Our own bearer token for /v1/jobs: we choose it, so it must be hard to guess.
+# Our own bearer tokens (/v1/jobs, the console): we choose them, so they must be hard to guess.
 MIN_API_TOKEN_LENGTH = 16
 MASTER_KEY_BYTES = 32  # AES-256-GCM
 
@@ -87,6 +87,7 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("RECEIVER_DISABLE_AFTER", "5d", "a subscriber failing this long without a success is disabled"),
     ("RECEIVER_METRICS_PORT", "9091", "receiver publish's /metrics, 0 = off (--metrics-port)"),
     ("RECEIVER_API_TOKEN", "none (API off)", "bearer token for /v1/jobs"),
+    ("RECEIVER_CONSOLE_TOKEN", "none (off); run: generated", "token to sign in to /console/"),
     ("RECEIVER_PUBLIC_URL", "none", "where Doitong reaches this receiver"),
     ("DOITONG_API_URL", "https://api.doitong.com", "Doitong's API"),
     ("DOITONG_API_KEY", "none", "for submit and reconciliation"),
@@ -164,6 +165,7 @@ class Settings:
     disable_after: timedelta = timedelta(days=5)
     metrics_port: int = 9091
     api_token: str | None = None
+    console_token: str | None = None
     public_url: str | None = None
     doitong_api_url: str = "https://api.doitong.com"
     doitong_api_key: str | None = None
@@ -221,7 +223,8 @@ class Settings:
             breaker_cooloff=_positive_duration(env, "RECEIVER_BREAKER_COOLOFF", "30s"),
             disable_after=_positive_duration(env, "RECEIVER_DISABLE_AFTER", "5d"),
             metrics_port=_int(env, "RECEIVER_METRICS_PORT", 9091, low=MIN_PORT, high=MAX_PORT),
-            api_token=_api_token(env.get("RECEIVER_API_TOKEN")),
+            api_token=_token(env.get("RECEIVER_API_TOKEN"), "RECEIVER_API_TOKEN"),
+            console_token=_token(env.get("RECEIVER_CONSOLE_TOKEN"), "RECEIVER_CONSOLE_TOKEN"),
             public_url=_http_url(env.get("RECEIVER_PUBLIC_URL"), "RECEIVER_PUBLIC_URL"),
             doitong_api_url=_http_url(env.get("DOITONG_API_URL"), "DOITONG_API_URL") or "https://api.doitong.com",
             doitong_api_key=(env.get("DOITONG_API_KEY") or "").strip() or None,
@@ -419,13 +422,11 @@ def _name(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
-def _api_token(value: str | None) -> str | None:
+def _token(value: str | None, setting: str) -> str | None:
     if value is None or not value.strip():
         return None
     if len(value.strip()) < MIN_API_TOKEN_LENGTH:
-        raise ConfigError(
-            f"RECEIVER_API_TOKEN: use at least {MIN_API_TOKEN_LENGTH} random characters (e.g. `receiver keygen`)"
-        )
+        raise ConfigError(f"{setting}: use at least {MIN_API_TOKEN_LENGTH} random characters (e.g. `receiver keygen`)")
     return value.strip()
 
 

@@ -420,6 +420,27 @@ audit_log = Table(
     comment="Every state-changing action taken in the console, newest last.",
 )
 
+replay_runs = Table(
+    "replay_runs",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    _ts("started_at", "when it was started", nullable=False, default_now=True),
+    _ts("updated_at", "when its last batch was written", nullable=False, default_now=True),
+    _ts("finished_at", "when it ended (NULL: running, or its process stopped)"),
+    Column("filter", JSONB, nullable=False, comment="which deliveries: state, subscription_id, job_id"),
+    Column("total", Integer, comment="deliveries matching when it started"),
+    Column("examined", Integer, nullable=False, server_default=text("0"), comment="deliveries gone through so far"),
+    Column(
+        "queued",
+        Integer,
+        nullable=False,
+        server_default=text("0"),
+        comment="of those, queued again (pending ones are left as they are)",
+    ),
+    Column("error", Text, comment="why it stopped early"),
+    comment="Replays of many deliveries started in the console, and how far each has got.",
+)
+
 delivery_attempts = Table(
     "delivery_attempts",
     metadata,

@@ -8,6 +8,7 @@ default), so `add`, `rotate` and `remove` take effect without a restart.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Sequence
@@ -31,6 +32,17 @@ _NAME = re.compile(rf"[a-z0-9][a-z0-9_-]{{0,{MAX_NAME_LENGTH - 1}}}")
 class ActiveSecret:
     secret: str
     expires_at: datetime | None  # None: valid until rotated
+    created_at: datetime | None = None  # None: from DOITONG_WEBHOOK_SECRET
+
+    @property
+    def fingerprint(self) -> str:
+        """What may be shown of the secret: the first 12 hex digits of its SHA-256, which an
+        operator compares with `printf %s "$SECRET" | sha256sum | cut -c1-12`."""
+        return fingerprint(self.secret)
+
+
+def fingerprint(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +146,7 @@ async def load_active(conn: AsyncConnection, key: bytes) -> dict[str, tuple[Acti
     master key is a configuration error, not something to verify around."""
     e, s = tables.endpoints, tables.endpoint_secrets
     rows = await conn.execute(
-        sa.select(e.c.name, s.c.secret_sealed, s.c.expires_at)
+        sa.select(e.c.name, s.c.secret_sealed, s.c.expires_at, s.c.created_at)
         .select_from(
             e.outerjoin(
                 s,
@@ -147,11 +159,33 @@ async def load_active(conn: AsyncConnection, key: bytes) -> dict[str, tuple[Acti
         .order_by(e.c.name, s.c.id.desc())
     )
     result: dict[str, list[ActiveSecret]] = {}
-    for name, sealed, expires_at in rows:
+    for name, sealed, expires_at, created_at in rows:
         secrets = result.setdefault(name, [])
         if sealed is not None:
-            secrets.append(ActiveSecret(crypto.open_sealed(key, sealed, context=name), expires_at))
+            secrets.append(ActiveSecret(crypto.open_sealed(key, sealed, context=name), expires_at, created_at))
     return {name: tuple(secrets) for name, secrets in result.items()}
+
+
+async def last_accepted(conn: AsyncConnection, names: Sequence[str]) -> dict[str, datetime]:
+    """When each endpoint last accepted a webhook (endpoints that never did are left out)."""
+    if not names:
+        return {}
+    w = tables.inbound_webhooks
+    endpoint = sa.func.unnest(sa.literal(list(names), sa.ARRAY(sa.Text))).table_valued("name").alias("e")
+    latest = (
+        sa.select(w.c.received_at)
+        .where(w.c.endpoint == endpoint.c.name)
+        # (endpoint, received_at), not received_at alone: only ix_inbound_webhooks_endpoint_received_at
+        # gives this order, so the planner cannot walk back along received_at instead, which it does
+        # when one endpoint has all the rows, and which passes every row for an endpoint with none.
+        .order_by(w.c.endpoint.desc(), w.c.received_at.desc())
+        .limit(1)
+        .lateral()
+    )
+    rows = await conn.execute(
+        sa.select(endpoint.c.name, latest.c.received_at).select_from(endpoint.join(latest, sa.true()))
+    )
+    return {row[0]: row[1] for row in rows}
 
 
 class SecretCache:

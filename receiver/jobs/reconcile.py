@@ -41,6 +41,13 @@ WHERE id IN (
 )
 RETURNING id, status
 """
+# One job, asked about now whatever its age ("reconcile now" in the console); a job in a final
+# state is not asked about, as in CLAIM.
+CLAIM_ONE = """
+UPDATE jobs SET last_polled_at = now()
+WHERE id = %(job_id)s AND NOT receiver_status_terminal(status)
+RETURNING id, status
+"""
 
 APPLY = (
     "SELECT receiver_apply_job_event(%s, %s, 'poll', NULL, %s::jsonb, NULL, NULL, %s, %s, NULL, %s, NULL, NULL, %s, %s)"
@@ -57,15 +64,24 @@ class Round:
 
 
 async def reconcile_once(
-    conn: psycopg.AsyncConnection[Any], api: doitong.DoitongClient, *, stale_after: timedelta, limit: int = 100
+    conn: psycopg.AsyncConnection[Any],
+    api: doitong.DoitongClient,
+    *,
+    stale_after: timedelta,
+    limit: int = 100,
+    job_id: str | None = None,
 ) -> Round:
-    """One pass over up to `limit` stale jobs. `conn` must be in autocommit mode.
+    """One pass over up to `limit` stale jobs, or over the one job `job_id` however recent its
+    last change. `conn` must be in autocommit mode.
 
     With tracing on, a pass that found jobs is a trace of its own (span `reconcile`), each job a
     child span `reconcile job` around its request to Doitong; an event the poll creates keeps
     that span's context, so its deliveries continue the trace as a webhook's would."""
     result = Round()
-    claimed = await (await conn.execute(CLAIM, {"stale": stale_after, "limit": limit})).fetchall()
+    if job_id is None:
+        claimed = await (await conn.execute(CLAIM, {"stale": stale_after, "limit": limit})).fetchall()
+    else:
+        claimed = await (await conn.execute(CLAIM_ONE, {"job_id": job_id})).fetchall()
     if not claimed:
         return result
     with tracing.span("reconcile", parent=Context()) as span:
