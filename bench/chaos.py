@@ -21,7 +21,7 @@ What it prints
     0 processes exiting on their own. Exit status 0 when all pass, 1 when one fails, 2 when the
     run could not be made, 130 when interrupted.
 
-    .venv/bin/python bench/chaos.py              # 100,000 jobs, 50 kills, 5 + 3 restarts (~20 min)
+    .venv/bin/python bench/chaos.py              # 100,000 jobs, 50 kills, 5 + 3 restarts (~17 min)
     .venv/bin/python bench/chaos.py --small      # CI: 2,000 jobs, 10 kills, 2 + 1 restarts (~1.5 min)
     .venv/bin/python bench/chaos.py --jobs 20000 --kills 20 --rate 200 --json out.json
 """
