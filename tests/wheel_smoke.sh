@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The receiver as a user installs it: build a wheel, install it into a fresh venv outside the
 # checkout, and from another folder run `receiver run` (embedded PostgreSQL), accept one signed
-# webhook, `receiver migrate` a fresh database, then `receiver demo` and `receiver simulate --help`.
+# webhook, fetch the console's login page and script (package data), `receiver migrate` a fresh
+# database, then `receiver demo` and `receiver simulate --help`.
 # Needs only Python: the database server is the embedded one `receiver run` starts. Called by
 # `make wheel-smoke` (and so `make test`).
 #
@@ -128,10 +129,18 @@ except urllib.error.HTTPError as refused:
     status, document = refused.code, json.load(refused)
 if status != 200 or document.get("status") != "accepted":
     sys.exit(f"webhook answered {status} {document}, expected 200 with status accepted")
+# The console's templates and assets are package data: served from the wheel, not the checkout.
+for path, expected in (("/console/login", b"Sign in to the console"), ("/console/static/console.js", b"use strict")):
+    with urllib.request.urlopen(base + path, timeout=10) as answer:
+        if answer.status != 200 or expected not in answer.read():
+            sys.exit(f"{path} answered {answer.status} without {expected!r}: not in the wheel?")
 print(revision)
 PY
 )
 step "signed webhook accepted; schema at $REVISION"
+grep -q "console     : http://127.0.0.1:$PORT/console/login#token=$(cat "$WORK/home/console_token")" "$WORK/run.log" ||
+    { echo "receiver run did not print the console's sign-in link" >&2; exit 1; }
+step "console served from the wheel; its sign-in link printed"
 
 # A second, empty database on the same embedded server, reached through the URL `receiver run` printed.
 PRINTED=$(sed -n 's/^ *database *: //p' "$WORK/run.log")
