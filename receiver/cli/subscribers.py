@@ -90,7 +90,7 @@ def cmd_subscribers_update(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_subscribers_list(settings: Settings, args: argparse.Namespace) -> int:
-    rows = db.run_admin(settings, subscriptions.list_all)
+    rows = db.run_admin(settings, lambda conn: subscriptions.list_all(conn, count_delivered=True))
     now = datetime.now(UTC)
     print(f"{'ID':<21} {'KIND':<5} {'STATE':<9} {'PENDING':>7} {'DEAD':>5} {'DELIVERED':>9}  URL / FILTERS")
     for row in rows:

@@ -20,13 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from receiver.core import db
 from receiver.jobs import search
-from receiver.outbound import deliveries
+from receiver.outbound import deliveries, subscriptions
 from tests.conftest import create_database, drop_database
+from tests.support import query
 
 SUBSCRIBER = "sub_0000000000000001"
 
 # A month of 3,000 jobs: statuses, services and tags in the proportions bench/console.py fills;
-# one outbox event and two deliveries per job (1 % dead, fewer for SUBSCRIBER), one attempt each;
+# one outbox event and two deliveries per job (1 % dead, fewer for SUBSCRIBER; a few pending), one
+# attempt each;
 # webhooks on `default` alone, as on most receivers.
 _DATA = """
 INSERT INTO jobs (id, service, status, first_seen_at, tags)
@@ -44,7 +46,7 @@ SELECT id, status, 'job.' || status, '{}'::jsonb, first_seen_at FROM jobs ORDER 
 INSERT INTO deliveries (event_id, subscription_id, job_id, event_seq, state, attempts, created_at)
 SELECT o.id, s.id, o.job_id, o.seq,
        CASE WHEN o.seq % 100 = 3 AND (s.id <> 'sub_0000000000000001' OR o.seq % 1000 = 3) THEN 'dead'
-            ELSE 'delivered' END, 1, o.created_at
+            WHEN o.seq % 300 = 5 THEN 'pending' ELSE 'delivered' END, 1, o.created_at
 FROM outbox_events o CROSS JOIN subscriptions s ORDER BY o.seq, s.id;
 INSERT INTO delivery_attempts (delivery_id, subscription_id, attempt, at, duration_ms, outcome, status)
 SELECT id, subscription_id, 1, created_at, 40, CASE WHEN state = 'dead' THEN 'dead' ELSE 'delivered' END,
@@ -135,3 +137,22 @@ async def test_dead_deliveries_newest_first_use_their_index(
 async def test_a_subscribers_last_failure_reads_only_failures(engine: AsyncEngine) -> None:
     since = datetime.now(UTC) - timedelta(hours=24)
     assert "ix_delivery_attempts_failed" in await plan(engine, lambda conn: deliveries.figures(conn, since))
+
+
+async def test_subscribers_are_counted_through_the_partial_indexes(engine: AsyncEngine, filled_url: str) -> None:
+    """The console lists subscribers on four pages, the overview every few seconds: pending and dead
+    are counted in their partial indexes, delivered (every other row) only when asked."""
+    assert "ix_deliveries_dead" in await plan(engine, subscriptions.list_all)
+    async with engine.connect() as conn:
+        listed = sorted((s.id, s.pending, s.dead, s.delivered) for s in await subscriptions.list_all(conn))
+        counted = sorted(
+            (s.id, s.pending, s.dead, s.delivered) for s in await subscriptions.list_all(conn, count_delivered=True)
+        )
+    expected = query(
+        filled_url,
+        "SELECT subscription_id, count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'dead'), "
+        "count(*) FILTER (WHERE state = 'delivered') FROM deliveries GROUP BY 1 ORDER BY 1",
+    )
+    assert counted == [tuple(row) for row in expected]
+    assert listed == [(sub, pending, dead, None) for sub, pending, dead, _ in expected]
+    assert all(pending and dead for _, pending, dead, _ in expected)
