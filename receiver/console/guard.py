@@ -123,7 +123,7 @@ class Guard:
     ) -> str | None:
         """Why a POST may not go on (None: it may)."""
         origin = headers.get("origin")
-        if origin is not None and origin != _origin(scope, headers):
+        if origin is not None and not _same_host(origin, headers):
             return f"cross-origin request (Origin {origin[:100]!r})"
         # Signing in needs no CSRF token: it only starts a session of whoever holds the token (a
         # stale login form, posted while a session exists, must not be refused).
@@ -169,8 +169,13 @@ def client(scope: Scope) -> str:
     return scope["client"][0] if scope.get("client") else "unknown"
 
 
-def _origin(scope: Scope, headers: Headers) -> str:
-    return f"{scope.get('scheme', 'http')}://{headers.get('host', '')}"
+def _same_host(origin: str, headers: Headers) -> bool:
+    """Whether the page that posted came from this host. The host is compared, not the scheme: a
+    proxy that terminates TLS may not say so (X-Forwarded-Proto), and one that rewrites Host
+    usually says what it was (X-Forwarded-Host). The CSRF token is the check that matters; this
+    one refuses what a browser itself says came from elsewhere."""
+    _, separator, host = origin.partition("://")
+    return bool(separator) and host in (headers.get("host"), headers.get("x-forwarded-host"))
 
 
 def _cookie(headers: Headers, name: str) -> str | None:

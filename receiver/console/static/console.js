@@ -30,7 +30,8 @@
       var status = document.querySelector("[data-live-status]");
       var busy = false;
       function refresh() {
-        if (busy || document.hidden) return;
+        // Not while the tab is hidden, nor while focus is inside (a keyboard user would lose it).
+        if (busy || document.hidden || region.contains(document.activeElement)) return;
         busy = true;
         fetch(url, { credentials: "same-origin", headers: { "X-Requested-With": "console.js" } })
           .then(function (response) {
