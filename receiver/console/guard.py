@@ -14,6 +14,7 @@ The handlers find the actor and the form in the scope (`actor()`, `form()`).
 from __future__ import annotations
 
 import logging
+import time
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
@@ -69,7 +70,7 @@ class Guard:
             await PlainTextResponse("Not Found", 404)(scope, receive, send)
             return
         path: str = scope["path"]
-        send = _with_headers(send, cacheable=path.startswith(STATIC))
+        send = _with_headers(send, cacheable=path.startswith(STATIC), started=time.perf_counter())
         headers = Headers(scope=scope)
         client = scope["client"][0] if scope.get("client") else "unknown"
         actor: auth.Actor | None = None
@@ -251,12 +252,14 @@ def _replaying(body: bytes) -> Receive:
     return receive
 
 
-def _with_headers(send: Send, *, cacheable: bool) -> Send:
+def _with_headers(send: Send, *, cacheable: bool, started: float) -> Send:
     async def sending(message: Message) -> None:
         if message["type"] == "http.response.start":
             headers: list[Any] = list(message.get("headers", []))
             present = {name.lower() for name, _ in headers}
             headers.extend(pair for pair in _HEADERS if pair[0] not in present)
+            # How long the page took to make, for the browser's network panel and bench/console.py.
+            headers.append((b"server-timing", f"app;dur={(time.perf_counter() - started) * 1000:.1f}".encode()))
             if not cacheable and b"cache-control" not in present:
                 headers.append((b"cache-control", b"no-store"))
             message = {**message, "headers": headers}

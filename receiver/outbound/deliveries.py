@@ -198,20 +198,25 @@ async def of_deliveries(conn: AsyncConnection, delivery_ids: list[int]) -> dict[
 
 
 async def recent(
-    conn: AsyncConnection, *, subscription_id: str | None = None, failed: bool = False, limit: int = 20
+    conn: AsyncConnection,
+    *,
+    subscription_id: str | None = None,
+    failed_since: datetime | None = None,
+    limit: int = 20,
 ) -> list[Attempt]:
-    """The latest attempts, newest first: of one subscriber, or failed ones of any."""
+    """The latest attempts, newest first: of one subscriber, or the failed ones of any since
+    `failed_since` (read through ix_delivery_attempts_failed, which holds failures only: a walk
+    back through every attempt would pass a month of successes to find none)."""
     statement = (
         sa.select(*_ATTEMPT_COLUMNS, _d.c.job_id, _o.c.type)
         .select_from(_a.join(_d, _d.c.id == _a.c.delivery_id).join(_o, _o.c.id == _d.c.event_id))
+        .order_by(_a.c.at.desc())
         .limit(limit)
     )
     if subscription_id is not None:
-        statement = statement.where(_a.c.subscription_id == subscription_id).order_by(_a.c.at.desc())
-    else:
-        statement = statement.order_by(_a.c.id.desc())
-    if failed:
-        statement = statement.where(_a.c.outcome != "delivered")
+        statement = statement.where(_a.c.subscription_id == subscription_id)
+    if failed_since is not None:
+        statement = statement.where(_a.c.outcome != "delivered", _a.c.at >= failed_since)
     return [Attempt(*tuple(row)) for row in await conn.execute(statement)]
 
 

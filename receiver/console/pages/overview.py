@@ -50,7 +50,7 @@ async def _data(request: Request) -> dict[str, Any]:
         jobs = await search.counts(conn, now - window)
         subscribers = await subscriptions.list_all(conn)
         figures = await deliveries.figures(conn, now - window)
-        failures = await deliveries.recent(conn, failed=True, limit=8)
+        failures = await deliveries.recent(conn, failed_since=now - window, limit=8)
     points = [charts.Point(b.start, b.counts) for b in buckets]
     chart = charts.stacked(
         f"Webhooks received, last {'hour' if name == '1h' else '24 hours'}",
