@@ -79,7 +79,7 @@ def _one(ctx: _publish_systems.Ctx, variant: str, bodies: Path) -> HealthRun:
     with ctx.db(f"bench_publish_health_{variant.replace('-', '_')}") as url:
         healthy = [_subscriber.Subscriber(ctx.tmp, f"health-{variant}-{n}") for n in range(3)]
         _publish_systems.migrate(ctx, url)
-        env = ctx.receiver_env(url, RECEIVER_SUBSCRIBER_CONCURRENCY=SUBSCRIBER_CONCURRENCY)
+        env = {**ctx.receiver_env(url), "RECEIVER_SUBSCRIBER_CONCURRENCY": SUBSCRIBER_CONCURRENCY}
         for subscriber in healthy:
             _add(env, subscriber.url, ctx.subscriber_secret)
         bad: _subscriber.Subscriber | None = None
@@ -93,7 +93,10 @@ def _one(ctx: _publish_systems.Ctx, variant: str, bodies: Path) -> HealthRun:
             bad = _subscriber.Subscriber(ctx.tmp, f"health-{variant}-bad", delay=args.health_slow)
             bad_id = _add(env, bad.url, ctx.subscriber_secret)
         port, metrics_port = _processes.free_port(), _processes.free_port()
-        env = ctx.receiver_env(url, RECEIVER_PORT=str(port), RECEIVER_SUBSCRIBER_CONCURRENCY=SUBSCRIBER_CONCURRENCY)
+        env = {
+            **ctx.receiver_env(url, RECEIVER_PORT=str(port)),
+            "RECEIVER_SUBSCRIBER_CONCURRENCY": SUBSCRIBER_CONCURRENCY,
+        }
         worker = _processes.Proc(
             f"receiver publish (health, {variant})",
             [*ctx.publisher_argv(), "--metrics-port", str(metrics_port)],
