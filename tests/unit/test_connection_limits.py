@@ -63,7 +63,7 @@ async def server() -> AsyncIterator[tuple[str, int]]:
 
 
 def refused(reason: str) -> float:
-    return metrics.CONNECTIONS_REFUSED.labels(reason)._value.get()  # type: ignore[attr-defined,no-any-return]
+    return metrics.CONNECTIONS_REFUSED.labels(reason)._value.get()  # type: ignore[no-any-return]
 
 
 async def read_all(reader: asyncio.StreamReader, timeout: float = 5.0) -> bytes:
@@ -240,3 +240,30 @@ async def test_a_huge_header_does_not_hold_up_other_requests(server: tuple[str, 
     assert time.monotonic() - began < 3.0
     assert slowest < 1.0
     writer.close()
+
+
+def test_memory_is_given_back_once_a_crowd_of_connections_has_gone() -> None:
+    """After a wave of at least 256 connections falls to a quarter, the process collects and
+    trims once (a moment later); a steady load below the peak never does."""
+    trims: list[int] = []
+    later: list[Any] = []
+
+    class Loop:
+        def call_later(self, delay: float, callback: Any) -> None:
+            later.append(callback)
+
+    memory = http_limits._MemoryAfterFloods()
+    memory.trim = lambda pad: trims.append(pad) or 0
+    loop: Any = Loop()
+    for count in range(1, 33):  # a steady load: 32 open at most
+        memory.opened(count)
+    for count in range(31, -1, -1):
+        memory.closed(count, loop)
+    assert later == []
+    for count in range(1, 1001):  # an attack: 1,000 open
+        memory.opened(count)
+    for count in range(999, 199, -1):
+        memory.closed(count, loop)
+    assert len(later) == 1  # at 250: once, not at every close below it
+    later[0]()
+    assert trims == [0]
