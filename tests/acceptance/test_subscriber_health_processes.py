@@ -107,14 +107,21 @@ async def test_a_rate_limit_holds_across_two_publisher_processes(
         await _until_delivered(database_url, 80, seconds=30)
         sent = [await _metric(port, "receiver_delivery_attempts_total", outcome="delivered") for port in ports]
         waited = [await _metric(port, "receiver_subscriber_rate_limited_total") for port in ports]
+    # When each attempt started, as the two publishers wrote it down (one clock: this machine's).
+    starts = [
+        float(row[0])
+        for row in query(database_url, "SELECT extract(epoch FROM at)::float8 FROM delivery_attempts ORDER BY at")
+    ]
     times = _sent(subscriber.received)
-    assert len(times) == 80
-    # At most 20 in any one-second window, sliding (and 5 in any quarter: paced, not in bursts);
-    # one more is the tolerance of measuring arrivals rather than starts.
-    assert max(_windows(times, 1.0)) <= 21
-    assert max(_windows(times, 0.25)) <= 6
-    # ... and not much under the rate either: the limit paces, it does not throttle further.
-    assert 79 / 20 - 0.1 <= times[-1] - times[0] <= 80 / 20 + 1.5
+    assert len(starts) == len(times) == 80
+    # At most 20 in any one-second window, sliding (and 5 in any quarter: paced, not in bursts),
+    # give or take one for timers (a start half an interval late, next to one on time) ...
+    assert max(_windows(starts, 1.0)) <= 21
+    assert max(_windows(starts, 0.25)) <= 6
+    # ... and one more at the subscriber, where a new connection can delay a first request.
+    assert max(_windows(times, 1.0)) <= 22
+    # Not much under the rate either: the limit paces, it does not throttle further.
+    assert 79 / 20 - 0.1 <= starts[-1] - starts[0] <= 80 / 20 + 1.5
     assert all(count > 0 for count in sent), sent  # both processes sent their share
     assert sum(waited) >= 60
 
