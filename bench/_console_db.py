@@ -226,7 +226,11 @@ def copied(admin_url: str, name: str, *, keep: bool = False) -> Iterator[str]:
     ident = sql.Identifier(name)
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(ident, sql.Identifier(TEMPLATE)))
+        # FILE_COPY: the default (WAL_LOG) writes the whole template through the WAL, and the
+        # checkpoints that follow would still be writing it out while pages are timed.
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY = FILE_COPY").format(ident, sql.Identifier(TEMPLATE))
+        )
     try:
         yield _databases.with_database(admin_url, name)
     finally:

@@ -79,11 +79,12 @@ class Series:
 
 
 class Readers:
-    """`count` threads that request `paths` in turn, back to back, until stopped: an operator's
-    console at its busiest, while ingest is measured. Counts requests and failures."""
+    """`count` threads that request `paths` in turn until stopped, back to back (an operator's
+    console at its busiest) or `pause` seconds apart, while ingest is measured. Counts requests
+    and failures."""
 
-    def __init__(self, port: int, token: str, paths: list[str], count: int) -> None:
-        self.port, self.token, self.paths, self.count = port, token, paths, count
+    def __init__(self, port: int, token: str, paths: list[str], count: int, pause: float = 0.0) -> None:
+        self.port, self.token, self.paths, self.count, self.pause = port, token, paths, count, pause
         self.stop_event = threading.Event()
         self.requests = 0
         self.failures: dict[str, int] = {}
@@ -121,6 +122,8 @@ class Readers:
                     self.series.add(timed)
                 if timed.status != 200:
                     self._fail(path, str(timed.status))
+                if self.pause:
+                    self.stop_event.wait(self.pause)
         finally:
             client.close()
 

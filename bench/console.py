@@ -64,36 +64,17 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack[bool | None]) -> i
     print(f"  postgresql   : {_databases.query_one(admin_url, 'SHOW server_version')} ({_databases.redact(admin_url)})")
     print(f"  code         : {_report.code_version()}", flush=True)
 
-    wanted = _console_db.key(args.jobs, args.days)
-    record = _console_db.made(admin_url)
-    if args.refill or record is None or record.key != wanted:
-        why = "--refill" if args.refill else ("none yet" if record is None else f"made from {record.key}, not {wanted}")
-        _run.log(f"making the template {_console_db.TEMPLATE} ({why}): {args.jobs:,} jobs over {args.days:g} days")
-        record = _console_db.make_template(admin_url, args.jobs, args.days)
-        made_now = True
+    if args.reuse:
+        url = _databases.with_database(admin_url, args.reuse)
+        print(f"  data         : {args.reuse}, as a run with --keep left it")
     else:
-        made_now = False
-    if args.fill_only:
-        print(f"  template     : {_console_db.TEMPLATE}, filled in {record.fill_seconds:.0f} s")
-        return 0
-
-    name = f"bench_console_{os.getpid()}"
-    _run.log(f"copying the template to {name}")
-    started = time.perf_counter()
-    url = stack.enter_context(_console_db.copied(admin_url, name, keep=args.keep))
-    copy_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    _console_db.migrate_copy(url)
-    migrate_seconds = time.perf_counter() - started
-    now = datetime.now(UTC)
-    topped = _console_db.top_up(url, record, now)
-    print(
-        f"  data         : template {'made now' if made_now else 'reused'}, filled in {record.fill_seconds:.0f} s "
-        f"(ends {record.end[:19]}); copied in {copy_seconds:.0f} s, migrated in {migrate_seconds:.1f} s, "
-        f"topped up with {topped:,} jobs"
-    )
+        prepared = _prepare(args, admin_url, stack)
+        if prepared is None:
+            return 0
+        url = prepared
     for table, rows, size in _console_db.sizes(url):
         print(f"    {table:<18} {rows:>12,} rows {size / 2**30:>7.2f} GiB")
+    _databases.checkpoint(url)
 
     secret = _bodies.webhook_secret()
     port = _processes.free_port()
@@ -121,7 +102,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack[bool | None]) -> i
 
     ingest_ok: bool | None = None
     if args.rate > 0:
-        ingest_ok = _ingest(args, port, secret, tmp, [page.path for page in pages])
+        ingest_ok = _ingest(args, url, port, server.pid, secret, tmp, [page.path for page in pages])
     if server.errors():
         print(f"\nreceiver serve logged:\n{server.errors()}")
 
@@ -136,21 +117,57 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack[bool | None]) -> i
     return 1 if args.strict and not (pages_ok and ingest_ok is not False) else 0
 
 
-def _ingest(args: argparse.Namespace, port: int, secret: str, tmp: Path, paths: list[str]) -> bool:
+def _prepare(args: argparse.Namespace, admin_url: str, stack: contextlib.ExitStack[bool | None]) -> str | None:
+    """The template (made when missing or out of date), a copy of it migrated to head and topped
+    up to now; None with --fill-only."""
+    wanted = _console_db.key(args.jobs, args.days)
+    record = _console_db.made(admin_url)
+    made_now = args.refill or record is None or record.key != wanted
+    if made_now:
+        why = "--refill" if args.refill else ("none yet" if record is None else f"made from {record.key}, not {wanted}")
+        _run.log(f"making the template {_console_db.TEMPLATE} ({why}): {args.jobs:,} jobs over {args.days:g} days")
+        record = _console_db.make_template(admin_url, args.jobs, args.days)
+    assert record is not None
+    if args.fill_only:
+        print(f"  template     : {_console_db.TEMPLATE}, filled in {record.fill_seconds:.0f} s")
+        return None
+    name = f"bench_console_{os.getpid()}"
+    _run.log(f"copying the template to {name}")
+    started = time.perf_counter()
+    url = stack.enter_context(_console_db.copied(admin_url, name, keep=args.keep))
+    copy_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    _console_db.migrate_copy(url)
+    migrate_seconds = time.perf_counter() - started
+    topped = _console_db.top_up(url, record, datetime.now(UTC))
+    print(
+        f"  data         : template {'made now' if made_now else 'reused'}, filled in {record.fill_seconds:.0f} s "
+        f"(ends {record.end[:19]}); copied in {copy_seconds:.0f} s, migrated to head in {migrate_seconds:.1f} s, "
+        f"topped up with {topped:,} jobs"
+    )
+    return url
+
+
+def _ingest(
+    args: argparse.Namespace, url: str, port: int, server_pid: int, secret: str, tmp: Path, paths: list[str]
+) -> bool:
     count = int(args.rate * (args.warmup + args.duration))
     print(
         f"\nIngest at {args.rate:g} webhooks/s (open loop, new jobs; {args.warmup:g} s warm-up + {args.duration:g} s), "
-        f"without and with {args.readers} console reader(s) requesting the pages above back to back; "
-        f"{args.rounds} round(s) each, alternating"
+        f"without and with {args.readers} console reader(s) requesting the pages above "
+        + ("back to back; " if not args.reader_pause else f"{args.reader_pause:g} s apart; ")
+        + f"{args.rounds} round(s) each, alternating"
     )
     quiet: list[_console_ingest.IngestRun] = []
     busy: list[_console_ingest.IngestRun] = []
     for round_no in range(1, args.rounds + 1):
         for label in ("quiet", "console"):
             body_file = _console_ingest.bodies(tmp, secret, count, f"{label}{round_no}")
+            _databases.checkpoint(url)
+            time.sleep(1.0)
 
             def readers() -> _console_http.Readers:
-                return _console_http.Readers(port, TOKEN, paths, args.readers)
+                return _console_http.Readers(port, TOKEN, paths, args.readers, args.reader_pause)
 
             result = _console_ingest.run(
                 f"{label} {round_no}",
@@ -159,6 +176,8 @@ def _ingest(args: argparse.Namespace, port: int, secret: str, tmp: Path, paths: 
                 rate=args.rate,
                 warmup=args.warmup,
                 tmp=tmp,
+                server_pid=server_pid,
+                database_url=url,
                 alongside=readers if label == "console" else None,
             )
             (quiet if label == "quiet" else busy).append(result)
@@ -173,6 +192,13 @@ def _ingest(args: argparse.Namespace, port: int, secret: str, tmp: Path, paths: 
             f"{r.label:<12} {r.sent:>7,} {r.ok:>7,} {r.non_2xx:>7} {r.errors:>4} {r.p(50):>8.2f} {r.p(99):>8.2f} "
             f"{r.answers[-1] if r.answers else float('nan'):>8.1f} {r.max_late_ms:>8.1f} {r.console_requests:>6}"
         )
+        if r.cpu:
+            print(f"{'':<12} cores busy: " + ", ".join(f"{name} {value:.2f}" for name, value in r.cpu.items()))
+        if r.statuses:
+            print(
+                f"{'':<12} not 2xx: "
+                + ", ".join(f"{n:,} x {code or 'no answer'}" for code, n in sorted(r.statuses.items()))
+            )
         for what, n in r.console_failures.items():
             print(f"{'':<12} console: {n} x {what}")
     p99_quiet = _report.median([r.p(99) for r in quiet])
@@ -193,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refill", action="store_true", help="make the template again even if it is current")
     parser.add_argument("--fill-only", action="store_true", help="make (or check) the template and stop")
     parser.add_argument("--keep", action="store_true", help="keep the measured copy (its URL is printed)")
+    parser.add_argument("--reuse", metavar="DATABASE", help="measure this database (a copy --keep kept) as it is")
     parser.add_argument("--requests", type=int, default=30, help="timed requests per page (default 30)")
     parser.add_argument(
         "--rate", type=float, default=1000.0, help="ingest webhooks/s alongside, 0 skips (default 1000)"
@@ -201,6 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="ingest warm-up seconds per run (default 3)")
     parser.add_argument("--rounds", type=int, default=2, help="ingest runs of each kind, alternating (default 2)")
     parser.add_argument("--readers", type=int, default=1, help="console readers during ingest (default 1)")
+    parser.add_argument(
+        "--reader-pause",
+        type=float,
+        default=0.0,
+        help="seconds each reader waits between pages (default 0: back to back)",
+    )
     parser.add_argument(
         "--database-url",
         help=f"an admin URL of the PostgreSQL server (default: $DATABASE_URL, else {_databases.DEFAULT_ADMIN_URL})",
