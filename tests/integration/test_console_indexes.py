@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from receiver.core import db
+from receiver.inbound import endpoints
 from receiver.jobs import search
 from receiver.outbound import deliveries, subscriptions
 from tests.conftest import create_database, drop_database
@@ -132,6 +133,11 @@ async def test_dead_deliveries_newest_first_use_their_index(
     engine: AsyncEngine, filters: deliveries.Filters, index: str
 ) -> None:
     assert index in await plan(engine, lambda conn: deliveries.listing(conn, filters, limit=51))
+
+
+async def test_the_last_accepted_webhook_is_one_probe_per_endpoint(engine: AsyncEngine) -> None:
+    found = await plan(engine, lambda conn: endpoints.last_accepted(conn, ["default", "never-used"]))
+    assert "ix_inbound_webhooks_endpoint_received_at" in found
 
 
 async def test_a_subscribers_last_failure_reads_only_failures(engine: AsyncEngine) -> None:
