@@ -69,14 +69,11 @@ def create_app(settings: Settings, *, with_publisher: bool = False) -> ReceiverA
         tasks = BackgroundTasks(log, asyncio.Event())
         tasks.start("endpoint-refresh", lambda: _refresh_loop(state, database), on_failure="restart")
         tasks.start("outbox-notify", state.notifier.run, on_failure="restart")
-        # Counted 401s, flushed in batches; a failure loses nothing (kept for the next flush).
-        tasks.start(
-            "signature-failures",
-            lambda: forgeries.run(state.signature_failures, pool, settings.forged_burst),
-            on_failure="restart",
-        )
-        # Requests per minute and outcome for the console's overview, from this process's counter.
-        tasks.start("webhook-outcomes", lambda: outcomes.run(pool), on_failure="restart")
+        # Requests per minute and outcome (the console's charts) from this process's counter, and
+        # in each flush's transaction the forged-signature burst check; a flush that fails loses
+        # nothing (kept for the next one).
+        burst_check = forgeries.check_flushed(settings.forged_burst)
+        tasks.start("webhook-outcomes", lambda: outcomes.run(pool, after=burst_check), on_failure="restart")
         stop_publisher = asyncio.Event()
         publishing = None
         if with_publisher:

@@ -1,4 +1,4 @@
-"""operational events: outbox events about the receiver itself, signature failure counts
+"""operational events: outbox events about the receiver itself
 
 - outbox_events takes events that are not about a job: `job_id` and `status` may be NULL, and a
   new `subject` names what such an event is about (`subscriber:<id>`, `endpoint:<name>`,
@@ -17,10 +17,11 @@
   fan-out for every publisher still on 0005-0009 code), so the trigger fills in its line and
   applies receiver_delivers(), which that code does not know. Drop it once no release before
   0010 runs.
-- signature_failures: webhooks refused for their signature, per endpoint and minute, added up
-  by each server process every few seconds (never a write per refused request).
 - operational_marks: when a once-per-window operational event was last emitted, so that
   several processes emit it once between them.
+
+Forged-signature bursts are counted from webhook_outcomes (0006, outcome `unauthorized`), which
+each server process already adds its counts to; no table of their own.
 
 The CHECK is added NOT VALID, and validated after that transaction has committed: validating
 in it would scan outbox_events under the exclusive lock ALTER TABLE holds, stopping ingest for
@@ -73,19 +74,6 @@ UPGRADE = (
     " 'what an operational event is about: subscriber:<id>, endpoint:<name> or jobs (NULL: a job event)'",
     "COMMENT ON COLUMN deliveries.job_id IS"
     " 'the event''s job, or operational:<subject> (deliveries per subscriber and line go in order)'",
-    """
-    CREATE TABLE signature_failures (
-      endpoint text NOT NULL,
-      minute timestamptz NOT NULL,
-      failures integer NOT NULL,
-      CONSTRAINT pk_signature_failures PRIMARY KEY (endpoint, minute)
-    )
-    """,
-    "COMMENT ON TABLE signature_failures IS"
-    " 'Webhooks refused for a missing, malformed or wrong signature, per endpoint and minute, from every server.'",
-    "COMMENT ON COLUMN signature_failures.endpoint IS 'endpoint name (only configured endpoints check signatures)'",
-    "COMMENT ON COLUMN signature_failures.minute IS 'the minute they were counted in'",
-    "COMMENT ON COLUMN signature_failures.failures IS 'requests refused with 401 in that minute'",
     """
     CREATE TABLE operational_marks (
       type text NOT NULL,
@@ -204,7 +192,6 @@ DOWNGRADE = (
     "DROP FUNCTION receiver_operational_event(text, text, jsonb)",
     "DROP FUNCTION receiver_delivers(text, text[], text[], text, text, text)",
     "DROP TABLE operational_marks",
-    "DROP TABLE signature_failures",
     "DELETE FROM outbox_events WHERE job_id IS NULL",  # their deliveries go with them (ON DELETE CASCADE)
     "ALTER TABLE outbox_events DROP CONSTRAINT ck_outbox_events_about",
     "ALTER TABLE outbox_events DROP COLUMN subject",

@@ -440,7 +440,7 @@ class Burst:
 
 def _burst(value: str | None) -> Burst | None:
     """`20/5m`: 20 or more 401s on one endpoint within 5 minutes; `off` (or 0) turns it off. The
-    window is counted in whole minutes (signature_failures keeps minutes)."""
+    window is counted in whole minutes (webhook_outcomes keeps minutes)."""
     text = (value or "20/5m").strip().lower()
     if text in ("off", "0"):
         return None

@@ -376,20 +376,6 @@ deliveries = Table(
     comment="One row per event and subscriber: attempts, schedule and outcome.",
 )
 
-signature_failures = Table(
-    "signature_failures",
-    metadata,
-    Column(
-        "endpoint",
-        Text,
-        primary_key=True,
-        comment="endpoint name (only configured endpoints check signatures)",
-    ),
-    Column("minute", DateTime(timezone=True), primary_key=True, comment="the minute they were counted in"),
-    Column("failures", Integer, nullable=False, comment="requests refused with 401 in that minute"),
-    comment="Webhooks refused for a missing, malformed or wrong signature, per endpoint and minute, from every server.",
-)
-
 operational_marks = Table(
     "operational_marks",
     metadata,

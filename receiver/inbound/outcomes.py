@@ -7,6 +7,11 @@ one upsert, off the request path (the handler pays nothing more), and the rows a
 replicas and worker processes, and outlive restarts.
 
 A process that dies loses at most its last FLUSH_INTERVAL of counts.
+
+`unauthorized` rows are the forged, missing or malformed signatures: the console's Endpoints page
+reads them, and a hook given to `run` (receiver/outbound/forgeries.py) looks for a burst of them
+in the transaction of each flush. They are counted here only, never once per request: a 401 must
+cost no database write, as anyone can send one without the secret.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,12 +34,16 @@ log = logging.getLogger("receiver.inbound.outcomes")
 
 FLUSH_INTERVAL = 2.0
 Key = tuple[str, str]  # (endpoint, outcome)
+# What run() calls after adding a flush's counts, in the same transaction: it sees them.
+AfterFlush = Callable[[psycopg.AsyncConnection[Any], Mapping[Key, int]], Awaitable[object]]
+# The handler's outcome for a missing, malformed or wrong signature (a 401).
+UNAUTHORIZED = "unauthorized"
 
 # How the handler's outcomes are grouped for people (the chart's series), in stacking order.
 GROUPS: dict[str, tuple[str, ...]] = {
     "accepted": ("accepted",),
     "duplicate": ("duplicate", "conflict"),
-    "rejected signature": ("unauthorized",),
+    "rejected signature": (UNAUTHORIZED,),
     "invalid": ("bad_request", "too_large", "unsupported_encoding"),
     "other": ("not_found", "unavailable", "error", "disconnected"),
 }
@@ -84,20 +93,32 @@ async def add(conn: psycopg.AsyncConnection[Any], counts: Mapping[Key, int], at:
     )
 
 
-async def run(pool: AsyncConnectionPool, interval: float = FLUSH_INTERVAL) -> None:
-    """Flush this process's counts every `interval` seconds until cancelled (then once more).
-    Counts that could not be written (PostgreSQL away) are kept for the next flush."""
+async def flush(
+    conn: psycopg.AsyncConnection[Any], counts: Mapping[Key, int], at: datetime, after: AfterFlush | None = None
+) -> None:
+    """Add `counts` to the minute of `at` and run `after` on them, in one transaction."""
+    async with conn.transaction():
+        await add(conn, counts, at)
+        if after is not None:
+            await after(conn, counts)
+
+
+async def run(pool: AsyncConnectionPool, *, after: AfterFlush | None = None, interval: float | None = None) -> None:
+    """Flush this process's counts every `interval` seconds (FLUSH_INTERVAL) until cancelled,
+    then once more. Counts that could not be written (PostgreSQL away) are kept for the next
+    flush; `after` runs in each flush's transaction."""
+    every = FLUSH_INTERVAL if interval is None else interval
     tally = Tally()
     pending: dict[Key, int] = {}
 
-    async def flush() -> None:
+    async def flush_pending() -> None:
         for key, count in tally.take().items():
             pending[key] = pending.get(key, 0) + count
         if not pending:
             return
         try:
             async with db.translated(), pool.connection() as conn:
-                await add(conn, pending, datetime.now(UTC))
+                await flush(conn, pending, datetime.now(UTC), after)
         except (DatabaseUnavailable, psycopg.Error) as exc:
             log.debug("webhook counts not written (%s); kept for the next flush", exc)
             return
@@ -105,11 +126,11 @@ async def run(pool: AsyncConnectionPool, interval: float = FLUSH_INTERVAL) -> No
 
     try:
         while True:
-            await asyncio.sleep(interval)
-            await flush()
+            await asyncio.sleep(every)
+            await flush_pending()
     except asyncio.CancelledError:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(flush(), timeout=2.0)
+            await asyncio.wait_for(flush_pending(), timeout=2.0)
         raise
 
 

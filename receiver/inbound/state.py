@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -16,7 +16,6 @@ from receiver.core.config import Settings
 from receiver.core.metrics import Exposition
 from receiver.core.notify import Notifier
 from receiver.inbound.endpoints import SecretCache
-from receiver.inbound.signature_failures import SignatureFailures
 
 
 @dataclass
@@ -29,7 +28,6 @@ class AppState:
     head_revision: str
     master_key: bytes
     notifier: Notifier
-    signature_failures: SignatureFailures = field(default_factory=SignatureFailures)
 
 
 def json_response(content: Any, status: int, headers: Mapping[str, str] | None = None) -> Response:

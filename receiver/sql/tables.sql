@@ -377,22 +377,7 @@ COMMENT ON COLUMN deliveries.delivered_at IS 'when it was delivered';
 COMMENT ON COLUMN deliveries.replayed_at IS 'when `receiver replay` (or the console) last queued it again; its attempts then start a new trace linked to the event''s';
 
 
--- Operational events: what they count and when they were last sent (operational.sql) -------------
-
--- Each server process counts 401s per endpoint in memory and adds them here every few seconds
--- with one upsert: a write per refused request would let anyone without the secret make the
--- database work for every request they send. Endpoint names are configured ones only (an
--- unknown endpoint is a 404 before any signature is checked), so the table stays small.
-CREATE TABLE signature_failures (
-  endpoint text NOT NULL,
-  minute timestamptz NOT NULL,
-  failures integer NOT NULL,
-  CONSTRAINT pk_signature_failures PRIMARY KEY (endpoint, minute)
-);
-COMMENT ON TABLE signature_failures IS 'Webhooks refused for a missing, malformed or wrong signature, per endpoint and minute, from every server.';
-COMMENT ON COLUMN signature_failures.endpoint IS 'endpoint name (only configured endpoints check signatures)';
-COMMENT ON COLUMN signature_failures.minute IS 'the minute they were counted in';
-COMMENT ON COLUMN signature_failures.failures IS 'requests refused with 401 in that minute';
+-- Operational events: when they were last sent (operational.sql) ---------------------------------
 
 -- One row per (type, subject) of an event that is emitted at most once per window. Claimed with
 -- INSERT ... ON CONFLICT DO UPDATE ... WHERE the window has passed: the row lock makes one
@@ -494,7 +479,9 @@ COMMENT ON COLUMN delivery_attempts.error IS 'why it failed';
 
 -- Duplicates, forged signatures and invalid requests leave no other row: each server process adds
 -- its own counts (the receiver_webhooks metric) here every few seconds, off the request path
--- (receiver/console/traffic.py).
+-- (receiver/inbound/outcomes.py): a 401 costs no write of its own, whoever sends it. Outcome
+-- `unauthorized` is also what a forged-signature burst is judged on (receiver/outbound/forgeries.py):
+-- the window's minutes are a range of the primary key's leading column.
 CREATE TABLE webhook_outcomes (
   minute timestamptz NOT NULL,
   endpoint text NOT NULL,

@@ -4,9 +4,8 @@ once per window across processes, and the release before 0010 on this schema."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from prometheus_client import REGISTRY
 
 from receiver.core import db
 from receiver.core.config import Burst
+from receiver.inbound import outcomes
 from receiver.outbound import forgeries, operational, outbox, subscriptions
 from tests.support import MASTER_KEY, admin, doitong_body, eventually, query, running, scalar, settings_for
 
@@ -204,32 +204,88 @@ async def test_emit_once_emits_once_per_window_across_connections(database_url: 
     assert scalar(database_url, "SELECT count(*) FROM outbox_events WHERE subject = 'endpoint:default'") == 2
 
 
+FORGED_SUM = "SELECT coalesce(sum(requests), 0) FROM webhook_outcomes WHERE outcome = 'unauthorized'"
+
+
 async def test_forged_signature_counts_add_up_and_a_burst_emits_once(database_url: str) -> None:
-    burst = Burst(20, timedelta(minutes=5))
-    minute = int(time.time()) // 60 * 60
+    check = forgeries.check_flushed(Burst(20, timedelta(minutes=5)))
+    now = datetime.now(UTC)
+
+    def events() -> list[tuple[str, dict[str, Any]]]:
+        rows = query(database_url, "SELECT subject, payload::text FROM outbox_events ORDER BY seq")
+        return [(subject, orjson.loads(payload)["data"]) for subject, payload in rows]
+
     async with await _connect(database_url) as conn:
-        assert await forgeries.flush(conn, {("default", minute): 12, ("other", minute): 3}, burst) == []
-        # A second server's counts for the same minute add to the first's.
-        assert await forgeries.flush(conn, {("default", minute): 8}, burst) == ["default"]
-        assert await forgeries.flush(conn, {("default", minute): 5}, burst) == []  # same burst window
-    assert query(database_url, "SELECT endpoint, failures FROM signature_failures ORDER BY endpoint") == [
-        ("default", 25),
-        ("other", 3),
-    ]
-    payload = orjson.loads(
-        scalar(
-            database_url,
-            "SELECT payload::text FROM outbox_events WHERE type = 'operational.endpoint_forged_signatures'",
-        )
-    )
-    assert payload["data"] == {"endpoint": "default", "failures": 20, "window": "5m", "threshold": 20}
-    # Failures older than the window do not count toward a burst.
+        # Other outcomes, however many, are no forgeries.
+        await outcomes.flush(conn, {("default", "accepted"): 500, ("default", "bad_request"): 30}, now, check)
+        await outcomes.flush(conn, {("default", "unauthorized"): 12, ("other", "unauthorized"): 3}, now, check)
+        assert events() == []
+        # A second server's counts for the same minute add to the first's: 20, a burst.
+        await outcomes.flush(conn, {("default", "unauthorized"): 8}, now, check)
+        await outcomes.flush(conn, {("default", "unauthorized"): 5}, now, check)  # same burst window
+    assert query(
+        database_url,
+        "SELECT endpoint, sum(requests) FROM webhook_outcomes WHERE outcome = 'unauthorized'"
+        " GROUP BY endpoint ORDER BY endpoint",
+    ) == [("default", 25), ("other", 3)]
+    burst = {"endpoint": "default", "failures": 20, "window": "5m", "threshold": 20}
+    assert events() == [("endpoint:default", burst)]
     async with await _connect(database_url) as conn:
-        await conn.execute("UPDATE signature_failures SET minute = minute - interval '10 minutes'")
+        # Failures older than the window do not count toward a burst.
+        await conn.execute("UPDATE webhook_outcomes SET minute = minute - interval '10 minutes'")
         await conn.execute("UPDATE operational_marks SET emitted_at = emitted_at - interval '10 minutes'")
-        assert await forgeries.flush(conn, {("default", minute): 19}, burst) == []
-        assert await forgeries.flush(conn, {("default", minute): 1}, None) == []  # off: counted, never emitted
-    assert scalar(database_url, "SELECT sum(failures) FROM signature_failures WHERE endpoint = 'default'") == 45
+        await outcomes.flush(conn, {("default", "unauthorized"): 19}, now, check)
+        # RECEIVER_FORGED_BURST=off: counted, never checked (20 in the window now).
+        assert forgeries.check_flushed(None) is None
+        await outcomes.flush(conn, {("default", "unauthorized"): 1}, now, None)
+        # A flush without 401s checks nothing.
+        await outcomes.flush(conn, {("default", "accepted"): 1}, now, check)
+        assert events() == [("endpoint:default", burst)]
+        await outcomes.flush(conn, {("default", "unauthorized"): 1}, now, check)
+    assert events() == [("endpoint:default", burst), ("endpoint:default", {**burst, "failures": 21})]
+    assert scalar(database_url, FORGED_SUM + " AND endpoint = 'default'") == 46
+
+
+async def test_the_burst_and_per_hour_queries_read_through_the_primary_key(database_url: str) -> None:
+    """A week of counts, one row per minute, endpoint and outcome: both queries range over the
+    window's minutes in pk_webhook_outcomes, not the whole table."""
+    async with await _connect(database_url) as conn:
+        await conn.execute(
+            "INSERT INTO webhook_outcomes (minute, endpoint, outcome, requests)"
+            " SELECT date_trunc('minute', now()) - m * interval '1 minute', e, o, 1"
+            " FROM generate_series(0, 7 * 1440) AS m, unnest(ARRAY['default', 'studio']) AS e,"
+            " unnest(ARRAY['accepted', 'duplicate', 'unauthorized']) AS o"
+        )
+        await conn.execute("ANALYZE webhook_outcomes")
+        plans = [
+            await _plan(
+                conn, forgeries.OVER, {"endpoints": ["default"], "window": timedelta(minutes=5), "threshold": 20}
+            ),
+            await _plan(conn, forgeries.PER_HOUR, {"since": datetime.now(UTC) - timedelta(hours=24)}),
+        ]
+        # And they read what they should.
+        assert await forgeries.check(conn, ["default"], Burst(5, timedelta(minutes=5))) == ["default"]
+        hours = await forgeries.per_hour(conn, datetime.now(UTC) - timedelta(hours=24))
+    for plan in plans:
+        scans = _scans(plan)
+        assert [s["Relation Name"] for s in scans if "Relation Name" in s] == ["webhook_outcomes"], plan
+        indexed = [s for s in scans if s.get("Index Name") == "pk_webhook_outcomes"]
+        assert indexed and "minute" in indexed[0]["Index Cond"], plan
+    assert set(hours) == {"default", "studio"} and 1440 <= sum(hours["default"].values()) <= 1441 + 60
+
+
+async def _plan(conn: psycopg.AsyncConnection[Any], statement: str, params: dict[str, Any]) -> dict[str, Any]:
+    row = await (await conn.execute("EXPLAIN (FORMAT JSON) " + statement, params)).fetchone()
+    assert row is not None
+    plan: dict[str, Any] = row[0][0]["Plan"]
+    return plan
+
+
+def _scans(node: dict[str, Any]) -> list[dict[str, Any]]:
+    found = [node] if "Scan" in node["Node Type"] else []
+    for child in node.get("Plans", []):
+        found += _scans(child)
+    return found
 
 
 async def test_unresolved_jobs_are_reported_once_per_occasion(database_url: str) -> None:
@@ -313,7 +369,7 @@ async def test_the_fan_out_of_the_release_before_routes_operational_events_as_th
 async def test_bad_signatures_through_the_server_are_counted_in_batches_and_a_burst_emits_once(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(forgeries, "FLUSH_INTERVAL", 0.1)
+    monkeypatch.setattr(outcomes, "FLUSH_INTERVAL", 0.1)
     settings = settings_for(database_url, tmp_path, forged_burst=Burst(5, timedelta(minutes=1)))
     async with running(settings) as receiver:
         answers = await asyncio.gather(
@@ -322,13 +378,13 @@ async def test_bad_signatures_through_the_server_are_counted_in_batches_and_a_bu
         assert [a.status_code for a in answers] == [401] * 8
 
         async def counted() -> bool:
-            return scalar(database_url, "SELECT coalesce(sum(failures), 0) FROM signature_failures") == 8
+            return scalar(database_url, FORGED_SUM) == 8
 
         assert await eventually(counted)
         assert (await receiver.post(doitong_body("forged-9"), secret="not-the-secret")).status_code == 401
 
         async def counted_again() -> bool:
-            return scalar(database_url, "SELECT sum(failures) FROM signature_failures") == 9
+            return scalar(database_url, FORGED_SUM) == 9
 
         assert await eventually(counted_again)
     rows = query(database_url, "SELECT subject, payload::text FROM outbox_events")
@@ -342,12 +398,14 @@ async def test_bad_signatures_through_the_server_are_counted_in_batches_and_a_bu
 async def test_what_was_counted_since_the_last_flush_is_written_at_shutdown(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(forgeries, "FLUSH_INTERVAL", 3600.0)
+    monkeypatch.setattr(outcomes, "FLUSH_INTERVAL", 3600.0)
     async with running(settings_for(database_url, tmp_path)) as receiver:
         for i in range(3):
             assert (await receiver.post(doitong_body(f"late-{i}"), secret="not-the-secret")).status_code == 401
-        assert scalar(database_url, "SELECT count(*) FROM signature_failures") == 0  # no write per request
-    assert query(database_url, "SELECT endpoint, failures FROM signature_failures") == [("default", 3)]
+        assert scalar(database_url, "SELECT count(*) FROM webhook_outcomes") == 0  # no write per request
+    assert query(database_url, "SELECT endpoint, outcome, requests FROM webhook_outcomes") == [
+        ("default", "unauthorized", 3)
+    ]
 
 
 async def test_emit_works_in_a_sqlalchemy_transaction_too(database_url: str) -> None:
