@@ -3,7 +3,7 @@ retries as job events.
 
 | type | subject | emitted by |
 |---|---|---|
-| operational.subscriber_disabled | subscriber:<id> | auto-disable (subscriber health) |
+| operational.subscriber_disabled | subscriber:<id> | auto-disable (subscriber health), 410 Gone (outbox.disable_gone) |
 | operational.circuit_opened / operational.circuit_closed | subscriber:<id> | the circuit breaker |
 | operational.delivery_dead | subscriber:<id> | PostgreSQL, when any statement makes a delivery of a job event dead |
 | operational.endpoint_forged_signatures | endpoint:<name> | forgeries.py, once per burst window |

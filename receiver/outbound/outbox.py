@@ -19,6 +19,8 @@ from typing import Any, Literal, NamedTuple
 
 from psycopg import AsyncConnection
 
+from receiver.outbound import operational
+
 DeliveryState = Literal["pending", "delivered", "dead"]
 
 
@@ -212,6 +214,7 @@ RETURNING d.id, d.subscription_id, d.attempts, o.id, o.type, d.job_id, o.payload
 DISABLE_GONE = """
 UPDATE subscriptions SET state = 'disabled', disabled_reason = %(reason)s, updated_at = now()
 WHERE id = %(id)s AND state = 'enabled'
+RETURNING url
 """
 
 
@@ -413,8 +416,17 @@ def _completion_params(me: str, completions: Sequence[Completion]) -> dict[str, 
     }
 
 
-async def disable_gone(conn: AsyncConnection[Any], subscription_id: str, reason: str) -> None:
-    await conn.execute(DISABLE_GONE, {"id": subscription_id, "reason": reason})
+async def disable_gone(conn: AsyncConnection[Any], subscription_id: str, reason: str) -> bool:
+    """Disable a subscriber that answered 410 Gone, and emit operational.subscriber_disabled in
+    the same transaction. False when it was not enabled (already disabled, or deleted): several
+    publishers may see its 410s, one of them disables it and emits."""
+    async with conn.transaction():
+        row = await (await conn.execute(DISABLE_GONE, {"id": subscription_id, "reason": reason})).fetchone()
+        if row is None:
+            return False
+        data = {"subscriber_id": subscription_id, "url": row[0], "reason": reason}
+        await operational.emit(conn, "operational.subscriber_disabled", data)
+    return True
 
 
 # What sending a delivery again means, for a replay of chosen events and of chosen deliveries:

@@ -421,6 +421,32 @@ async def test_emit_works_in_a_sqlalchemy_transaction_too(database_url: str) -> 
     assert _receivers(database_url, event) == {operations}
 
 
+async def test_a_subscriber_gone_is_announced_once_with_the_change_that_disabled_it(database_url: str) -> None:
+    gone = await _subscribe(database_url)
+    operations = await _subscribe(database_url, ["operational.subscriber_disabled"])
+    async with await _connect(database_url) as conn:
+        assert await outbox.disable_gone(conn, gone, "410 Gone at 2026-11-30T12:00:00+00:00")
+        assert not await outbox.disable_gone(conn, gone, "410 Gone again")  # another publisher's 410: no event
+        with pytest.raises(RuntimeError):  # the caller's transaction rolls back: neither stays
+            async with conn.transaction():
+                assert await outbox.disable_gone(conn, operations, "410 Gone")
+                raise RuntimeError
+        await outbox.fan_out(conn)
+    assert query(database_url, "SELECT id, state FROM subscriptions ORDER BY state") == [
+        (gone, "disabled"),
+        (operations, "enabled"),
+    ]
+    [(event, payload)] = query(
+        database_url, "SELECT id, payload::text FROM outbox_events WHERE type = 'operational.subscriber_disabled'"
+    )
+    assert orjson.loads(payload)["data"] == {
+        "subscriber_id": gone,
+        "url": "http://127.0.0.1:9/hook",
+        "reason": "410 Gone at 2026-11-30T12:00:00+00:00",
+    }
+    assert _receivers(database_url, event) == {operations}
+
+
 async def test_the_watch_emits_and_sets_the_gauges(database_url: str) -> None:
     async with await _connect(database_url) as conn:
         await conn.execute(

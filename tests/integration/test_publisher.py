@@ -168,7 +168,16 @@ async def test_gone_disables_the_subscription_until_enabled(
         await asyncio.sleep(0.5)
         assert len(subscriber.received) == 1  # the second event waits
         listed = await admin(url, subscriptions.list_all)
-        assert "410" in (listed[0].disabled_reason or "")
+        reason = listed[0].disabled_reason or ""
+        assert "410" in reason
+        # Announced like an auto-disable, in the transaction that disabled it.
+        announced = query(
+            url,
+            "SELECT subject, payload::text FROM outbox_events WHERE type = 'operational.subscriber_disabled'",
+        )
+        assert [(subject, orjson.loads(payload)["data"]) for subject, payload in announced] == [
+            (f"subscriber:{added.id}", {"subscriber_id": added.id, "url": subscriber.url("/gone"), "reason": reason})
+        ]
         await admin(url, lambda c: subscriptions.set_enabled(c, added.id, True))
         got = await subscriber.wait_for(2, "/gone")
     assert orjson.loads(got[1].body)["data"]["id"] == second
