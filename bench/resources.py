@@ -124,7 +124,9 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack[bool | None]) -> i
 
     def legit(label: str) -> _console_ingest.IngestRun:
         bodies = _console_ingest.bodies(tmp, secret, count, label)
-        result = _console_ingest.run(label, port, bodies, rate=args.rate, warmup=args.warmup, tmp=tmp)
+        result = _console_ingest.run(
+            label, port, bodies, rate=args.rate, warmup=args.warmup, tmp=tmp, server_pid=server.pid, database_url=url
+        )
         server.check()
         return result
 
@@ -145,7 +147,8 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack[bool | None]) -> i
 
     print(f"\nLegitimate webhooks at {args.rate:g}/s, {args.duration:g} s measured per phase")
     _report.print_header(
-        f"{'phase':<10} {'2xx':>8} {'failed':>7} {'p50 ms':>8} {'p99 ms':>8} {'p99/quiet':>10} {'RSS MiB':>8}  target"
+        f"{'phase':<10} {'2xx':>8} {'failed':>7} {'p50 ms':>8} {'p99 ms':>8} {'p99/quiet':>10} {'RSS MiB':>8} "
+        f"{'server cores':>13} {'other cores':>12}  target"
     )
     ok = True
 
@@ -156,9 +159,11 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack[bool | None]) -> i
         passed = failed == 0 and (ratio <= P99_RATIO_TARGET or not judged)
         ok = ok and passed
         target = _report.verdict(passed) if judged else ("PASS" if failed == 0 else "FAIL")
+        cpu = result.cpu or {}
         print(
             f"{label:<10} {result.ok:>8,} {failed:>7,} {result.p(50):>8.2f} {result.p(99):>8.2f} "
-            f"{ratio:>9.2f}x {rss / 1024:>8.1f}  {target}"
+            f"{ratio:>9.2f}x {rss / 1024:>8.1f} {cpu.get('server', float('nan')):>13.2f} "
+            f"{cpu.get('other', float('nan')):>12.2f}  {target}"
         )
 
     line("quiet", quiet, rss_before, judged=False)
@@ -166,6 +171,8 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack[bool | None]) -> i
         line(kind, measured, rss, judged=True)
     line("after", after, rss_after, judged=False)
 
+    print("  (cores busy over the measured seconds; 'other' is everything but the server, its PostgreSQL")
+    print("   and the load generator: the attacker, and whatever else the machine ran)")
     print("\nWhat the attackers got")
     for kind, _, text, _ in rows:
         print(f"  {kind:<10} {text}")
