@@ -1,6 +1,6 @@
 """The hostile clients of bench/resources.py, run as a child process so their CPU is their own:
 
-    python bench/_attack.py KIND --port P --connections N --out FILE
+    python bench/_attack.py KIND --port P --connections N --out FILE [--pause S]
 
 KIND is one of
     slowloris   N connections that send a request head one short header line every 2 s
@@ -9,8 +9,8 @@ KIND is one of
     headers     N connections that each stream a 64 MB header as fast as the server reads it
     flood       N connections that connect and say nothing
 
-Each connection, when the server closes it, is opened again at once, so N stay open (or
-trying) until SIGTERM. Then FILE gets what happened: connections opened, closed by the
+Each connection, when the server closes it, is opened again (after --pause seconds, at once by
+default), so N stay open (or trying) until SIGTERM. Then FILE gets what happened: connections opened, closed by the
 server, the status lines it answered with, how long the server let each one live, and for
 `headers` how many bytes it read before closing.
 """
@@ -47,9 +47,11 @@ class Tally:
     most_open: int = 0
 
 
-async def one(kind: str, port: int, tally: Tally) -> None:
-    """One connection of `kind`, opened again whenever the server closes it."""
+async def one(kind: str, port: int, tally: Tally, pause: float) -> None:
+    """One connection of `kind`, opened again (after `pause` s) whenever the server closes it."""
     while True:
+        if tally.opened and pause:
+            await asyncio.sleep(pause)
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
         except OSError:
@@ -96,14 +98,14 @@ async def one(kind: str, port: int, tally: Tally) -> None:
             writer.close()
 
 
-async def attack(kind: str, port: int, connections: int, out: Path) -> None:
+async def attack(kind: str, port: int, connections: int, out: Path, pause: float) -> None:
     tally = Tally()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     workers = []
     for _ in range(connections):  # opened over ~1 s, not in one burst of SYNs
-        workers.append(asyncio.ensure_future(one(kind, port, tally)))
+        workers.append(asyncio.ensure_future(one(kind, port, tally, pause)))
         await asyncio.sleep(1.0 / connections)
     await stop.wait()
     # The tally first: cancelling a thousand connections may take longer than we are given.
@@ -132,10 +134,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--connections", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--pause", type=float, default=0.0, help="seconds before opening a closed one again")
     args = parser.parse_args(argv)
     import uvloop
 
-    uvloop.run(attack(args.kind, args.port, args.connections, args.out))
+    uvloop.run(attack(args.kind, args.port, args.connections, args.out, args.pause))
     return 0
 
 

@@ -7,8 +7,12 @@ What it measures
     with --connections connections kept open (re-opened whenever the server closes one):
         slowloris  a request head one short line every 2 s (never finished)
         slowbody   a whole head, then a body byte every 2 s
-        headers    a 64 MB header streamed as fast as the server reads it (--header-streams
-                   connections, not --connections: each is a bandwidth flood of its own)
+        headers    a 64 MB header streamed as fast as the server reads it, by --header-streams
+                   connections (10), each starting a new one --header-pause s (0.1) after the
+                   server closed the last: a hundred 64 MB requests a second. With a pause of 0
+                   it becomes a flood of new connections as fast as one core can open them,
+                   which no per-connection limit stops (see the README: limits per client
+                   address belong in front of the receiver)
         flood      connections that connect and say nothing
     For each: the legitimate p99 against the quiet one, what the server answered the attackers
     (408, 431, ...) and after how long, and how much of a huge header it read. Then the attacks
@@ -61,11 +65,12 @@ def rss_kib(pid: int) -> int:
 
 
 @contextlib.contextmanager
-def attacking(kind: str, port: int, connections: int, tmp: Path, ramp: float) -> Iterator[Path]:
+def attacking(kind: str, port: int, connections: int, tmp: Path, ramp: float, pause: float) -> Iterator[Path]:
     """`_attack.py kind` running (after `ramp` seconds to open its connections) for the block;
     yields the file it writes its tally to when stopped."""
     out = tmp / f"attack-{kind}.json"
     argv = [sys.executable, str(ATTACK_SCRIPT), kind, "--port", str(port), "--connections", str(connections)]
+    argv += ["--pause", str(pause)]
     attacker = _processes.Proc(f"attack {kind}", [*argv, "--out", str(out)], _processes.child_env(), tmp / "attack.log")
     try:
         time.sleep(ramp)
@@ -102,7 +107,8 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack[bool | None]) -> i
     print(f"  code         : {_report.code_version()}")
     print(
         f"  load         : {args.rate:g} signed webhooks/s for {args.duration:g} s (+{args.warmup:g} s warm-up) "
-        f"per phase; {args.connections:,} attacking connections per attack ({args.header_streams} for headers)",
+        f"per phase; {args.connections:,} attacking connections per attack "
+        f"({args.header_streams} for headers, {args.header_pause:g} s apart)",
         flush=True,
     )
     url = stack.enter_context(_databases.database(admin_url, f"bench_resources_{os.getpid()}"))
@@ -136,7 +142,8 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack[bool | None]) -> i
     rows: list[tuple[str, _console_ingest.IngestRun, str, float]] = []
     for kind in args.attacks:
         connections = args.header_streams if kind == "headers" else args.connections
-        with attacking(kind, port, connections, tmp, args.ramp) as tally_file:
+        pause = args.header_pause if kind == "headers" else 0.0
+        with attacking(kind, port, connections, tmp, args.ramp, pause) as tally_file:
             measured = legit(kind)
             rss_during = rss_kib(server.pid)
         rows.append((kind, measured, describe(orjson.loads(tally_file.read_bytes())), rss_during))
@@ -196,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds at the start of each phase")
     parser.add_argument("--connections", type=int, default=1000, help="attacking connections (default 1000)")
     parser.add_argument("--header-streams", type=int, default=10, help="connections of the headers attack (10)")
+    parser.add_argument(
+        "--header-pause", type=float, default=0.1, help="seconds before a headers stream starts again (0.1)"
+    )
     parser.add_argument("--attacks", nargs="+", choices=ATTACKS, default=list(ATTACKS), help="which, in order")
     parser.add_argument("--ramp", type=float, default=5.0, help="seconds for an attack to open its connections")
     parser.add_argument("--settle", type=float, default=15.0, help="seconds after the attacks before 'after'")
