@@ -525,14 +525,20 @@ async def prune(conn: AsyncConnection[Any], cutoff: datetime) -> Pruned:
     return Pruned(*counts)
 
 
+# The oldest waiting event is found by seq, which the pending indexes hold, rather than by
+# min(created_at), which read every waiting row (and, for deliveries, its event): 0.3 s at a
+# backlog of 350,000, on every scrape and every refresh of the console's overview, and longer the
+# longer the outage it is there to show. seq and created_at can disagree by the length of a
+# transaction (seq is taken at the insert, created_at at the transaction's start): milliseconds.
 BACKLOG = """
 SELECT
     (SELECT count(*) FROM outbox_events WHERE dispatched_at IS NULL),
-    (SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)
-     FROM outbox_events WHERE dispatched_at IS NULL),
+    (SELECT coalesce(extract(epoch FROM now() - (
+        SELECT created_at FROM outbox_events WHERE dispatched_at IS NULL ORDER BY seq LIMIT 1)), 0)),
     (SELECT count(*) FROM deliveries WHERE state = 'pending'),
-    (SELECT coalesce(extract(epoch FROM now() - min(o.created_at)), 0)
-     FROM deliveries d JOIN outbox_events o ON o.id = d.event_id WHERE d.state = 'pending'),
+    (SELECT coalesce(extract(epoch FROM now() - (
+        SELECT created_at FROM outbox_events
+        WHERE seq = (SELECT min(event_seq) FROM deliveries WHERE state = 'pending'))), 0)),
     (SELECT count(*) FROM deliveries WHERE state = 'dead')
 """
 

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from receiver.core import db
 from receiver.inbound import endpoints
 from receiver.jobs import search
-from receiver.outbound import deliveries, subscriptions
+from receiver.outbound import deliveries, outbox, subscriptions
 from tests.conftest import create_database, drop_database
 from tests.support import query
 
@@ -162,3 +162,25 @@ async def test_subscribers_are_counted_through_the_partial_indexes(engine: Async
     assert counted == [tuple(row) for row in expected]
     assert listed == [(sub, pending, dead, None) for sub, pending, dead, _ in expected]
     assert all(pending and dead for _, pending, dead, _ in expected)
+
+
+async def test_the_backlog_finds_the_oldest_waiting_event_and_delivery_by_seq(
+    engine: AsyncEngine, filled_url: str
+) -> None:
+    """The overview and every metrics scrape read the backlog: the oldest waiting event is the
+    first by seq in the pending index, not a min() over every waiting row."""
+    async with engine.connect() as conn:
+        backlog = await outbox.backlog(await db.driver_connection(conn))
+    [(events, oldest_event, pending, oldest_delivery, dead)] = query(
+        filled_url,
+        "SELECT (SELECT count(*) FROM outbox_events WHERE dispatched_at IS NULL), "
+        "(SELECT extract(epoch FROM now() - min(created_at)) FROM outbox_events WHERE dispatched_at IS NULL), "
+        "(SELECT count(*) FROM deliveries WHERE state = 'pending'), "
+        "(SELECT extract(epoch FROM now() - min(o.created_at)) FROM deliveries d "
+        " JOIN outbox_events o ON o.id = d.event_id WHERE d.state = 'pending'), "
+        "(SELECT count(*) FROM deliveries WHERE state = 'dead')",
+    )
+    assert (backlog.undispatched, backlog.pending, backlog.dead) == (events, pending, dead)
+    assert backlog.undispatched_oldest_seconds == pytest.approx(float(oldest_event), abs=5)
+    assert backlog.pending_oldest_seconds == pytest.approx(float(oldest_delivery), abs=5)
+    assert float(oldest_event) > float(oldest_delivery) > 86_400  # the data puts them apart
