@@ -3,6 +3,7 @@ embedded one), a migrated template database, and a fresh copy per test."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -18,6 +19,22 @@ from psycopg import sql
 from receiver.core import embedded_postgres, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A test that runs a command in process (`main([...])` calls logs.setup) leaves the root
+    logger writing to that test's captured stderr, which pytest closes afterwards: a server
+    that outlives the test (the browser tests' module-wide receiver) would then fail to log."""
+    root = logging.getLogger()
+
+    def pytests(handler: logging.Handler) -> bool:  # its capture handlers, which it adds and removes itself
+        return type(handler).__module__.startswith("_pytest")
+
+    saved = [handler for handler in root.handlers if not pytests(handler)], root.level
+    yield
+    root.handlers[:] = saved[0] + [handler for handler in root.handlers if pytests(handler)]
+    root.setLevel(saved[1])
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,7 @@ pytestmark = pytest.mark.fuzz
 SECRET = "whsec_fuzzing_secret_0123456789"
 MAX_BODY = 4096  # small, so bodies over the limit are cheap to make
 # Parameters of receiver_ingest() by kind (receiver/inbound/ingest.py's _INGEST).
-_TEXT, _JSONB, _BYTEA = (0, 1, 5, 6, 7, 8), (3, 9), (2, 4)
+_TEXT, _JSONB, _BYTEA = (0, 1, 5, 6, 7, 8, 15, 16), (3, 9), (2, 4)
 _TIMESTAMPTZ, _FLOAT8, _INTEGER = (10, 11), (12,), (13, 14)
 
 
@@ -79,7 +79,8 @@ class _Cursor:
         # The key is in the unique (endpoint, idempotency_key) b-tree, whose entries PostgreSQL
         # refuses above about 2,700 bytes.
         assert len(params[0].encode()) + len(params[1].encode()) <= 2600, f"idempotency key of {len(params[1])}"
-        self.row = ("accepted", params[5], uuid.uuid4(), True)
+        # receiver_ingest() answers (outcome, job id, event id, registered, the job's status after).
+        self.row = ("accepted", params[5], uuid.uuid4(), True, params[6])
 
     async def fetchone(self) -> tuple[object, ...] | None:
         return self.row
