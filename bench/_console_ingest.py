@@ -36,6 +36,7 @@ class IngestRun:
     console_requests: int = 0
     console_failures: dict[str, int] = field(default_factory=dict)
     cpu: dict[str, float] | None = None  # cores busy per group over the measured window
+    disturbed: bool = False  # other processes on the machine were busy (see console.py --max-other)
 
     def p(self, q: float) -> float:
         return _report.percentile(self.answers, q)
