@@ -4,12 +4,14 @@ uvicorn with httptools has no limit on the size of a request's header block (and
 httptools joins a header that arrives in many pieces by concatenation: 64 MB of one
 header blocked the event loop for seconds), no deadline for a head or a body that
 trickles in, no deadline for a new connection that says nothing, and no cap on open
-connections. `LimitedHttpToolsProtocol` adds them, per connection, without a task or a
-timer on the common path: a request whose head and body arrive in one read, as a
-provider's webhook does, arms nothing.
+connections. `LimitedHttpToolsProtocol` adds them, per connection, without a task: a new
+connection arms one timer (its deadline to say something), cancelled when its first head
+is in; a request whose head and body arrive in one read, as a provider's webhook does,
+arms nothing more.
 
 - a head (request line and headers) over `max_header_bytes` → 431 and close, after
-  reading at most that plus one socket read;
+  reading at most that plus one socket read; chunked trailers (header fields after the
+  body) likewise;
 - a head not complete `header_timeout` after its first byte (or after the connection
   opened, for the first request) → 408 and close (a connection that never sent a byte
   is closed without an answer);
@@ -29,15 +31,19 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import dataclasses
-import gc
 import logging
-import resource
 from collections.abc import Callable
 from typing import ClassVar
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from receiver.core import metrics
+
+try:
+    import resource
+except ImportError:  # Windows: no open-file limit to raise
+    resource = None  # type: ignore[assignment]
 from receiver.core.config import ConnectionLimits
 
 log = logging.getLogger("receiver.server")
@@ -81,13 +87,11 @@ class _MemoryAfterFloods:
 
     def closed(self, count: int, loop: asyncio.AbstractEventLoop) -> None:
         if self.peak >= self.PEAK and count <= self.peak // 4:
-            self.peak = count
-            # A moment later, so that what the closed connections left in reference cycles is
-            # collected first (a full collection: the app froze its start-up objects, so it is short).
+            self.peak = 0  # the next wave starts from nothing: one trim per wave
+            # A moment later, once the rest of the wave has closed too.
             loop.call_later(1.0, self._release)
 
     def _release(self) -> None:
-        gc.collect()
         if self.trim is not None:
             self.trim(0)
 
@@ -99,6 +103,8 @@ def fit_open_files(limits: ConnectionLimits) -> ConnectionLimits:
     """Raise this process's open-file limit (its workers inherit it) so `max_connections`
     fit; where the hard limit is lower, lower the cap to it and say so in one line (beyond
     the open-file limit, accept() fails and every client waits, not only the extra ones)."""
+    if resource is None:
+        return limits
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     needed = limits.max_connections + FILES_BESIDE_CONNECTIONS
     if soft != resource.RLIM_INFINITY and soft < needed:
@@ -118,19 +124,29 @@ def fit_open_files(limits: ConnectionLimits) -> ConnectionLimits:
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with the limits above; pass it as `uvicorn.Config(http=…)`."""
+    """uvicorn's httptools protocol with the limits above; pass it as `uvicorn.Config(http=…)`.
+
+    A connection is always either receiving a head (from the connect, or from the end of the
+    previous message, until the head is complete) or a message's body; each has its deadline
+    and its byte budget, checked after every read, so the work any read can cause is bounded."""
 
     limits: ClassVar[ConnectionLimits] = ConnectionLimits()
 
     # Per-connection state, beside uvicorn's (set in connection_made).
     _refused: bool
-    _in_head: bool
-    _head_started: float
-    _head_bytes: int  # bytes read while this head was incomplete (bounds the work per head)
+    _in_head: bool  # receiving a head: from the connect, or the previous message's end, to on_headers_complete
+    _head_started: float | None  # when its first byte came (the connect, for the first request)
+    _head_bytes: int  # bytes of reads this head spanned (bounds the work per head)
+    _head_began_mid_read: bool  # the previous message ended inside the read being parsed
+    _body_began_mid_read: bool  # this message's head ended inside the read being parsed
+    _tail: bytes  # the last bytes of the previous read, for a head's end split across reads
     _head_size: int  # the head's own size, as parsed (for a head that arrives in one read)
+    _message_done: bool  # the parser has seen the whole current message
     _body_started: float
-    _body_bytes: int
+    _body_bytes: int  # body bytes of the current message
+    _body_read: int  # bytes read since its head completed: body, chunk framing, trailers
     _timer: asyncio.TimerHandle | None
+    _running: RequestResponseCycle | None  # the cycle whose app runs (self.cycle may be a later one)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -138,14 +154,21 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_started = self.loop.time()
         self._head_bytes = 0
+        self._head_began_mid_read = False
+        self._body_began_mid_read = False
+        self._tail = b""
         self._head_size = 0
+        self._message_done = True
         self._body_started = 0.0
         self._body_bytes = 0
+        self._body_read = 0
         self._timer = None
+        self._running = None
         _memory.opened(len(self.connections))
         if len(self.connections) > self.limits.max_connections:
             self._refuse(503, "connection_limit", b"retry-after: 1\r\n")
         else:
+            # A connection that never says a word is closed at the head deadline too.
             self._arm(self._head_started + self.limits.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -155,36 +178,61 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
-            return  # read and dropped until the peer goes or the close timer fires
-        if self._in_head and len(data) > self.limits.max_header_bytes - self._head_bytes:
-            # A read that cannot hold the end of a head within the limit: refused without
-            # parsing it (a flood of huge heads costs a read and a search, not a parse).
-            room = self.limits.max_header_bytes - self._head_bytes
-            if data.find(b"\r\n\r\n", 0, max(room, 0) + 4) < 0:
+            return  # dropped until the close completes
+        limits = self.limits
+        if self._in_head:
+            if self._head_started is None:
+                self._head_started = self.loop.time()  # the first byte after the previous message
+            room = limits.max_header_bytes - self._head_bytes
+            if len(data) > room and (self._tail + data).find(b"\r\n\r\n", 0, len(self._tail) + max(room, 0) + 4) < 0:
+                # This read cannot hold the head's end within the limit: refused without
+                # parsing it (a flood of huge heads costs a search, not a parse).
                 self._refuse(431, "headers_too_large")
                 return
+        self._head_began_mid_read = self._body_began_mid_read = False
         super().data_received(data)
         if self._refused or self.transport.is_closing():
             return
         if self._in_head:
-            # The whole read counts, although it may also hold the end of the previous
-            # request: at worst a pipelining client is refused a little early.
-            self._head_bytes += len(data)
-            if self._head_bytes > self.limits.max_header_bytes:
+            if self._head_began_mid_read:
+                self._head_bytes, self._tail = 0, b""  # the read also held the previous message
+            else:
+                self._head_bytes += len(data)
+                self._tail = data[-3:]
+            if self._head_bytes > limits.max_header_bytes:
+                self._refuse(431, "headers_too_large")
+            elif self._head_started is not None:
+                if self._timer is None:
+                    self._arm(self._head_started + limits.header_timeout)
+            elif self.cycle is not None and self.cycle.response_complete and self.timeout_keep_alive_task is None:
+                # Between messages with the answer sent (the rest of a body the app did not
+                # read came in): idle keep-alive again, and uvicorn stopped its timer on this read.
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler
+                )
+        elif not self._message_done:
+            if not self._body_began_mid_read:  # else the read also held the head (and perhaps more)
+                self._body_read += len(data)
+            # Chunk framing and trailers are not body bytes and do not buy time; past the
+            # head limit plus an eighth of the body (chunks of 64 bytes and more), they are
+            # a header flood by another name (httptools joins trailers as it joins headers).
+            if self._body_read - self._body_bytes > limits.max_header_bytes + self._body_bytes // 8:
                 self._refuse(431, "headers_too_large")
             elif self._timer is None:
-                self._arm(self._head_started + self.limits.header_timeout)
-        elif self.cycle is not None and self.cycle.more_body and self._timer is None:
-            self._arm(self._body_deadline())
+                self._arm(self._body_deadline())
 
-    # Parser callbacks: mark where a head begins and ends, and count body bytes.
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        self._running = cycle
+        super()._start_asgi_task(cycle, app)
+
+    # Parser callbacks: where a head begins and ends, and what a body brings.
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head = True
-        self._head_started = self.loop.time()
-        self._head_bytes = 0
+        self._message_done = False
         self._head_size = 0
+        if self._head_started is None:  # it began in the read that ended the previous message
+            self._head_started = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
         self._head_size += len(url)
@@ -195,6 +243,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        if self._refused:
+            return
         self._in_head = False
         self._disarm()
         if self._head_size > self.limits.max_header_bytes:
@@ -202,6 +252,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._body_started = self.loop.time()
         self._body_bytes = 0
+        self._body_read = 0
+        self._body_began_mid_read = True
         super().on_headers_complete()
 
     # The parser goes on with the rest of a read after a refusal: nothing more reaches the app.
@@ -215,14 +267,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         if self._refused:
             return
+        self._message_done = True
         self._disarm()
-        super().on_message_complete()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        # Waiting for the next request is uvicorn's keep-alive timeout, not a head deadline.
-        self._in_head = False
+        # Whatever comes next begins the next head (a keep-alive request, or a stray CRLF that
+        # would otherwise hold the connection open for good).
+        self._in_head = True
+        self._head_started = None
         self._head_bytes = 0
+        self._tail = b""
+        self._head_began_mid_read = True
+        super().on_message_complete()
 
     # Deadlines: one timer at a time, re-armed when it fires early.
 
@@ -244,37 +298,46 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         now = self.loop.time()
         if self._in_head:
-            if self._head_bytes == 0:
+            if self._head_started is None:
+                return  # between messages, nothing received: uvicorn's keep-alive timeout watches
+            deadline = self._head_started + self.limits.header_timeout
+            if now < deadline:
+                self._arm(deadline)
+            elif self._head_bytes == 0 and self.cycle is None:
                 self._close_quietly("idle_timeout")  # opened, and never said a word
-            elif now >= self._head_started + self.limits.header_timeout:
-                self._refuse(408, "header_timeout")
             else:
-                self._arm(self._head_started + self.limits.header_timeout)
+                self._refuse(408, "header_timeout")
             return
-        if self.cycle is None or not self.cycle.more_body:
+        if self._message_done:
             return
         if self.flow.read_paused:
             # The app is not reading: the client is not the slow one. Measure again from here.
-            self._body_started, self._body_bytes = now, 0
+            self._body_started, self._body_bytes, self._body_read = now, 0, 0
             self._arm(self._body_deadline())
         elif now >= self._body_deadline():
             self._refuse(408, "body_timeout")
         else:
             self._arm(self._body_deadline())
 
+    def _outstanding(self) -> list[RequestResponseCycle]:
+        cycles = [self._running, *(cycle for cycle, _ in self.pipeline), self.cycle]
+        return [cycle for cycle in dict.fromkeys(cycles) if cycle is not None and not cycle.response_complete]
+
     def _refuse(self, status: int, reason: str, extra: bytes = b"") -> None:
-        """Answer `status` with Connection: close when no response has started, then close."""
+        """Answer `status` with Connection: close when no response is under way and none is
+        owed to an earlier request, then close; every app still running sees http.disconnect."""
         metrics.CONNECTIONS_REFUSED.labels(reason).inc()
         self._refused = True
         self._disarm()
-        self.connections.discard(self)  # a refused connection no longer counts against the cap
-        response_started = self.cycle is not None and self.cycle.response_started
-        if not response_started:
+        outstanding = self._outstanding()
+        if any(cycle.response_started for cycle in outstanding) or len(outstanding) > 1:
+            self.transport.abort()  # mid-response, or answers owed in order: only a reset is honest
+        else:
             self.transport.write(STATUS_LINE[status] + b"content-length: 0\r\n" + extra + b"connection: close\r\n\r\n")
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.disconnected = True  # the app's receive() sees http.disconnect
-            self.cycle.message_event.set()
-        self.transport.close()
+            self.transport.close()
+        for cycle in outstanding:
+            cycle.disconnected = True
+            cycle.message_event.set()
 
     def _close_quietly(self, reason: str) -> None:
         metrics.CONNECTIONS_REFUSED.labels(reason).inc()

@@ -6,6 +6,7 @@ before the app is ever called (431, 408 on a head, 503) or while it reads (408 o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -27,7 +28,19 @@ seen: dict[str, Any] = {}
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Reads the whole body and answers with its length; remembers a disconnect."""
+    """Reads the whole body and answers with its length; remembers a disconnect. /early answers
+    without reading the body; /stream sends a chunk every 0.1 s for 2 s."""
+    if scope["path"] == "/early":
+        await send({"type": "http.response.start", "status": 404, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if scope["path"] == "/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for i in range(20):
+            await send({"type": "http.response.body", "body": b"chunk%d" % i, "more_body": True})
+            await asyncio.sleep(0.1)
+        await send({"type": "http.response.body", "body": b""})
+        return
     size = 0
     while True:
         message = await receive()
@@ -267,3 +280,103 @@ def test_memory_is_given_back_once_a_crowd_of_connections_has_gone() -> None:
     assert len(later) == 1  # at 250: once, not at every close below it
     later[0]()
     assert trims == [0]
+
+
+async def test_a_keep_alive_connection_sending_only_line_breaks_is_closed(server: tuple[str, int]) -> None:
+    """A bare CRLF after a response starts no request in the parser, yet it stopped uvicorn's
+    keep-alive timer: such a connection stayed open for good, and enough of them filled the cap."""
+    reader, writer = await asyncio.open_connection(*server)
+    writer.write(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi")
+    assert (await asyncio.wait_for(reader.read(65536), 5)).startswith(b"HTTP/1.1 200 ")
+    started = time.monotonic()
+    writer.write(b"\r\n")
+    await read_all(reader)
+    assert time.monotonic() - started < LIMITS.header_timeout + 1.5
+    writer.close()
+
+
+async def test_a_pipelined_head_that_trickles_gets_the_head_deadline(server: tuple[str, int]) -> None:
+    reader, writer = await asyncio.open_connection(*server)
+    started = time.monotonic()
+    first = b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhiGET / HTTP/1.1\r\nhost: x\r\nx-a: "
+    answer = await trickle(reader, writer, [first, *[b"b"] * 40])
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b"HTTP/1.1 408 " in answer
+    assert time.monotonic() - started < LIMITS.header_timeout + 1.5
+    writer.close()
+
+
+async def test_a_pipelined_head_over_the_limit_is_refused(server: tuple[str, int]) -> None:
+    _reader, writer = await asyncio.open_connection(*server)
+    writer.write(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhiGET / HTTP/1.1\r\nhost: x\r\nx-big: ")
+    sent = 0
+    with pytest.raises(ConnectionError):
+        for _ in range(32 * 1024):  # up to 32 MB of one header value
+            writer.write(b"a" * 1024)
+            sent += 1024
+            await writer.drain()
+    assert sent < 8 * 1024 * 1024
+    writer.close()
+
+
+async def test_chunked_trailers_are_bounded_like_headers(server: tuple[str, int]) -> None:
+    """Trailers are header fields after a chunked body; httptools joins them as it joins headers."""
+    reader, writer = await asyncio.open_connection(*server)
+    writer.write(b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nx-trailer: ")
+    answer = asyncio.create_task(read_all(reader))
+    sent = 0
+    with contextlib.suppress(ConnectionError):
+        for _ in range(32 * 1024):
+            writer.write(b"a" * 1024)
+            sent += 1024
+            await writer.drain()
+    assert sent < 8 * 1024 * 1024
+    assert (await answer).startswith(b"HTTP/1.1 431 ")
+    writer.close()
+
+
+async def test_a_body_then_the_start_of_the_next_request_in_one_read_is_served(server: tuple[str, int]) -> None:
+    """The read holding a 20 KB body and the next head's first bytes is not counted as head."""
+    reader, writer = await asyncio.open_connection(*server)
+    body = b"x" * 20_000
+    writer.write(b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 20000\r\n\r\n" + body + b"GET /b HTTP/1.1\r\nho")
+    first = await asyncio.wait_for(reader.read(65536), 5)
+    assert first.startswith(b"HTTP/1.1 200 ") and first.endswith(b"20000")
+    writer.write(b"st: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+    assert (await read_all(reader)).startswith(b"HTTP/1.1 200 ")
+    writer.close()
+
+
+async def test_a_head_whose_end_is_split_across_reads_is_served(server: tuple[str, int]) -> None:
+    reader, writer = await asyncio.open_connection(*server)
+    head = b"POST / HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 1048576\r\nx-pad: " + b"p" * 3000
+    writer.write(head + b"\r\n")  # the head's last CRLF comes with the body, in the next read
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.write(b"\r\n" + b"x" * 1048576)
+    answer = await read_all(reader)
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"1048576")
+    writer.close()
+
+
+async def test_an_answer_before_the_body_leaves_no_body_deadline(server: tuple[str, int]) -> None:
+    """The app answered without reading the body (as the receiver does for a 404 or 413): the
+    connection is then idle keep-alive, closed by that timeout and not counted as a slow body."""
+    before = refused("body_timeout")
+    reader, writer = await asyncio.open_connection(*server)
+    writer.write(b"POST /early HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n" + b"x" * 50)
+    assert (await asyncio.wait_for(reader.read(65536), 5)).startswith(b"HTTP/1.1 404 ")
+    writer.write(b"x" * 50)
+    started = time.monotonic()
+    await read_all(reader)
+    assert time.monotonic() - started < LIMITS.body_timeout + 1.0
+    assert refused("body_timeout") == before
+    writer.close()
+
+
+async def test_a_refusal_during_a_streamed_answer_does_not_add_a_second_answer(server: tuple[str, int]) -> None:
+    reader, writer = await asyncio.open_connection(*server)
+    pipelined = b"GET /stream HTTP/1.1\r\nhost: x\r\n\r\nGET /two HTTP/1.1\r\nhost: x\r\n\r\nGET /three HTTP/1.1\r\nho"
+    answer = await trickle(reader, writer, [pipelined, *[b"s"] * 40])
+    assert answer.count(b"HTTP/1.1 ") == 1, answer[:300]  # the stream's own, cut by a reset
+    writer.close()
