@@ -59,6 +59,7 @@ def run(
     warmup: float,
     tmp: Path,
     server_pid: int,
+    console_pid: int | None,
     database_url: str,
     alongside: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
 ) -> IngestRun:
@@ -82,6 +83,7 @@ def run(
                 "postgres": _cpu.postgres_pids(database_url),
                 "loadgen": {loadgen_pid},
                 "readers": {os.getpid()},
+                **({"console": _cpu.descendants(console_pid)} if console_pid is not None else {}),
             }
         )
         time.sleep(seconds - warmup - 1.0)

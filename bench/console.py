@@ -95,8 +95,22 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack[bool | None]) -> i
     server = _processes.Proc("receiver serve", [sys.executable, "-m", "receiver", "serve"], env, tmp / "serve.log")
     stack.callback(server.stop)
     _processes.wait_http(port, "/readyz", server, timeout=120)
+    console = server
+    console_port = port
+    if args.console_process == "own":
+        # The console on a `receiver serve` of its own, as a proxy routing /console/ to its own
+        # replicas would have it: its pages never run in the event loop that answers webhooks.
+        console_port = _processes.free_port()
+        console = _processes.Proc(
+            "receiver serve (console)",
+            [sys.executable, "-m", "receiver", "serve"],
+            {**env, "RECEIVER_PORT": str(console_port)},
+            tmp / "serve-console.log",
+        )
+        stack.callback(console.stop)
+        _processes.wait_http(console_port, "/readyz", console, timeout=120)
     samples = _console_pages.samples(url)
-    client = _console_http.Client(port, TOKEN)
+    client = _console_http.Client(console_port, TOKEN)
     probe = client.get("/console/")
     if probe.status != 200:
         raise _run.BenchError(f"GET /console/ answered {probe.status}: is the console in this build?\n{server.tail()}")
@@ -109,9 +123,12 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack[bool | None]) -> i
 
     ingest: dict[str, bool] = {}
     if args.rate > 0:
-        ingest = _ingest(args, url, port, server.pid, secret, tmp, [page.path for page in pages])
-    if server.errors():
-        print(f"\nreceiver serve logged:\n{server.errors()}")
+        ingest = _ingest(
+            args, url, port, server.pid, console_port, console.pid, secret, tmp, [page.path for page in pages]
+        )
+    for proc in {server, console}:
+        if proc.errors():
+            print(f"\n{proc.name} logged:\n{proc.errors()}")
 
     print("\nTargets")
     print(
@@ -170,7 +187,15 @@ class Readers:
 
 
 def _ingest(
-    args: argparse.Namespace, url: str, port: int, server_pid: int, secret: str, tmp: Path, paths: list[str]
+    args: argparse.Namespace,
+    url: str,
+    port: int,
+    server_pid: int,
+    console_port: int,
+    console_pid: int,
+    secret: str,
+    tmp: Path,
+    paths: list[str],
 ) -> dict[str, bool]:
     """Ingest without the console, then with each kind of reader, in turn, --rounds times; the
     verdict of each kind: its median p99 over the quiet median, and every answer a 2xx."""
@@ -180,9 +205,11 @@ def _ingest(
     count = int(args.rate * (args.warmup + args.duration))
     print(
         f"\nIngest at {args.rate:g} webhooks/s (open loop, each a new job; {args.warmup:g} s warm-up + "
-        f"{args.duration:g} s measured) into the same server: quiet, then with "
+        f"{args.duration:g} s measured): quiet, then with "
         + "; ".join(f"{kind.label}: {kind.describe()}" for kind in kinds)
-        + f" (the pages above in turn). {args.rounds} round(s), in that order; the outbox is marked "
+        + " (the pages above in turn), the console served by "
+        + ("the same process" if args.console_process == "same" else "a receiver serve of its own")
+        + f". {args.rounds} round(s), in that order; the outbox is marked "
         "dispatched between runs, as a publisher would keep it"
     )
     runs: dict[str, list[_console_ingest.IngestRun]] = {"quiet": [], **{kind.label: [] for kind in kinds}}
@@ -192,7 +219,7 @@ def _ingest(
 
             def readers(kind: Readers | None = kind) -> _console_http.Readers:
                 assert kind is not None
-                return _console_http.Readers(port, TOKEN, paths, kind.count, kind.pause)
+                return _console_http.Readers(console_port, TOKEN, paths, kind.count, kind.pause)
 
             for attempt in range(1, args.attempts + 1):
                 body_file = _console_ingest.bodies(tmp, secret, count, f"{label}{round_no}{attempt}")
@@ -207,6 +234,7 @@ def _ingest(
                     warmup=args.warmup,
                     tmp=tmp,
                     server_pid=server_pid,
+                    console_pid=None if console_pid == server_pid else console_pid,
                     database_url=url,
                     alongside=None if kind is None else readers,
                 )
@@ -294,6 +322,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--attempts", type=int, default=3, help="tries per ingest run before a disturbed one is kept (default 3)"
+    )
+    parser.add_argument(
+        "--console-process",
+        choices=("same", "own"),
+        default="same",
+        help="serve the console from the process that takes the webhooks (default), or from a receiver serve of "
+        "its own",
     )
     parser.add_argument("--readers", type=int, default=2, help="operators on the console during ingest (default 2)")
     parser.add_argument(
