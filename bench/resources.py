@@ -131,7 +131,15 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack[bool | None]) -> i
     def legit(label: str) -> _console_ingest.IngestRun:
         bodies = _console_ingest.bodies(tmp, secret, count, label)
         result = _console_ingest.run(
-            label, port, bodies, rate=args.rate, warmup=args.warmup, tmp=tmp, server_pid=server.pid, database_url=url
+            label,
+            port,
+            bodies,
+            rate=args.rate,
+            warmup=args.warmup,
+            tmp=tmp,
+            server_pid=server.pid,
+            console_pid=None,
+            database_url=url,
         )
         server.check()
         return result
