@@ -78,13 +78,21 @@ class Series:
         return _report.percentile(sorted(self.server if server else self.client), q)
 
 
-class Readers:
-    """`count` threads that request `paths` in turn until stopped, back to back (an operator's
-    console at its busiest) or `pause` seconds apart, while ingest is measured. Counts requests
-    and failures."""
+@dataclass(frozen=True)
+class Reader:
+    """One person at the console: the pages they open in turn, and the seconds between two
+    (0: back to back)."""
 
-    def __init__(self, port: int, token: str, paths: list[str], count: int, pause: float = 0.0) -> None:
-        self.port, self.token, self.paths, self.count, self.pause = port, token, paths, count, pause
+    paths: list[str]
+    pause: float
+
+
+class Readers:
+    """A thread per reader, requesting its pages until stopped, while ingest is measured. Counts
+    requests and failures."""
+
+    def __init__(self, port: int, token: str, readers: list[Reader]) -> None:
+        self.port, self.token, self.readers = port, token, readers
         self.stop_event = threading.Event()
         self.requests = 0
         self.failures: dict[str, int] = {}
@@ -93,8 +101,8 @@ class Readers:
         self._lock = threading.Lock()
 
     def __enter__(self) -> Readers:
-        for n in range(self.count):
-            thread = threading.Thread(target=self._loop, args=(n,), name=f"console-reader-{n}", daemon=True)
+        for n, reader in enumerate(self.readers):
+            thread = threading.Thread(target=self._loop, args=(n, reader), name=f"console-reader-{n}", daemon=True)
             thread.start()
             self.threads.append(thread)
         return self
@@ -104,12 +112,12 @@ class Readers:
         for thread in self.threads:
             thread.join(timeout=60)
 
-    def _loop(self, n: int) -> None:
+    def _loop(self, n: int, reader: Reader) -> None:
         client = Client(self.port, self.token)
-        i = n
+        i = n  # readers of the same pages start at different ones
         try:
             while not self.stop_event.is_set():
-                path = self.paths[i % len(self.paths)]
+                path = reader.paths[i % len(reader.paths)]
                 i += 1
                 try:
                     timed = client.get(path)
@@ -122,8 +130,8 @@ class Readers:
                     self.series.add(timed)
                 if timed.status != 200:
                     self._fail(path, str(timed.status))
-                if self.pause:
-                    self.stop_event.wait(self.pause)
+                if reader.pause:
+                    self.stop_event.wait(reader.pause)
         finally:
             client.close()
 

@@ -17,6 +17,7 @@ import _report
 import _run
 import psycopg
 
+LIVE = "/console/overview/live"  # what an open overview asks for every 5 s
 PAGE_TARGET_MS = 300.0
 OVERVIEW_TARGET_MS = 500.0
 # The "Older" link: the jobs' cursor, or the deliveries' `before`.

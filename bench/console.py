@@ -10,11 +10,13 @@ What it measures
        else runs. The server's own figure (`Server-Timing`) is shown too when the console sends it.
        Targets: every page <= 300 ms p95, the overview <= 500 ms.
     2. Ingest at --rate webhooks/s (open loop, each a new job) into the same server, in turn: with
-       nobody on the console; with --readers operators each opening a page every --reader-pause
-       seconds (default 2 operators, a page a second each: brisk clicking, and more than the
-       overview's own refresh every 5 s); and with one reader requesting pages back to back, the
-       worst case (a closed loop keeps a core of the two busy by itself: its figure says what that
-       costs, with the same target). --rounds times; medians. Target: p99 with / without <= 1.2.
+       nobody on the console; with the console in use (the overview left open, whose live part
+       console.js fetches every 5 s, and an operator opening a page every --pause seconds); busy
+       (--operators operators opening a page a second each); and with one reader requesting pages
+       back to back, the worst case (a closed loop keeps about a core of the two busy by itself).
+       --rounds times; medians. Target for each: p99 with / without <= 1.2. --console-process own
+       serves the console from a `receiver serve` of its own, as a proxy routing /console/ to
+       other replicas would.
 
 The data (bench/_console_fill.py): 1,000,000 jobs over 30 days (--jobs, --days) with ~3,000,000
 job events, ~2,000,000 inbound webhooks and outbox events, ~3,000,000 deliveries over three
@@ -135,7 +137,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack[bool | None]) -> i
         f"  every page p95 <= {_console_pages.PAGE_TARGET_MS:.0f} ms, overview <= "
         f"{_console_pages.OVERVIEW_TARGET_MS:.0f} ms : {_report.verdict(pages_ok)}"
     )
-    for label, ok in ingest.items() or {"operators": None}.items():
+    for label, ok in ingest.items() or {"in use": None}.items():
         print(f"  ingest p99 with the console ({label}) / without <= {INGEST_RATIO_TARGET:g} : {_report.verdict(ok)}")
     if args.keep:
         print(f"\nkept: {_databases.redact(url)}")
@@ -174,16 +176,37 @@ def _prepare(args: argparse.Namespace, admin_url: str, stack: contextlib.ExitSta
 
 
 @dataclass(frozen=True)
-class Readers:
-    """How the console is read while ingest is measured."""
+class Use:
+    """How the console is used while ingest is measured."""
 
     label: str
-    count: int
-    pause: float  # seconds between one reader's pages; 0: back to back
+    what: str
+    readers: list[_console_http.Reader]
 
-    def describe(self) -> str:
-        pace = "back to back" if not self.pause else f"a page every {self.pause:g} s each"
-        return f"{self.count} reader(s), {pace}"
+
+def _uses(args: argparse.Namespace, paths: list[str]) -> list[Use]:
+    """The console in use: an overview left open (its live part every 5 s, as console.js asks)
+    and an operator opening a page every --pause seconds; then --operators operators a page a
+    second each; then one reader back to back."""
+    live = _console_http.Reader([_console_pages.LIVE], 5.0)
+    uses = [
+        Use(
+            "in use",
+            f"the overview open (its live part every 5 s) and an operator opening a page every {args.pause:g} s",
+            [live, _console_http.Reader(paths, args.pause)],
+        )
+    ]
+    if args.operators:
+        uses.append(
+            Use(
+                "busy",
+                f"{args.operators} operators opening a page a second each",
+                [_console_http.Reader(paths, 1.0) for _ in range(args.operators)],
+            )
+        )
+    if args.hammer:
+        uses.append(Use("hammer", "one reader requesting pages back to back", [_console_http.Reader(paths, 0.0)]))
+    return uses
 
 
 def _ingest(
@@ -199,14 +222,12 @@ def _ingest(
 ) -> dict[str, bool]:
     """Ingest without the console, then with each kind of reader, in turn, --rounds times; the
     verdict of each kind: its median p99 over the quiet median, and every answer a 2xx."""
-    kinds = [Readers("operators", args.readers, args.reader_pause)]
-    if args.hammer:
-        kinds.append(Readers("hammer", 1, 0.0))
+    kinds = _uses(args, paths)
     count = int(args.rate * (args.warmup + args.duration))
     print(
         f"\nIngest at {args.rate:g} webhooks/s (open loop, each a new job; {args.warmup:g} s warm-up + "
         f"{args.duration:g} s measured): quiet, then with "
-        + "; ".join(f"{kind.label}: {kind.describe()}" for kind in kinds)
+        + "; ".join(f"{kind.label}: {kind.what}" for kind in kinds)
         + " (the pages above in turn), the console served by "
         + ("the same process" if args.console_process == "same" else "a receiver serve of its own")
         + f". {args.rounds} round(s), in that order; the outbox is marked "
@@ -217,9 +238,9 @@ def _ingest(
         for kind in [None, *kinds]:
             label = "quiet" if kind is None else kind.label
 
-            def readers(kind: Readers | None = kind) -> _console_http.Readers:
+            def readers(kind: Use | None = kind) -> _console_http.Readers:
                 assert kind is not None
-                return _console_http.Readers(console_port, TOKEN, paths, kind.count, kind.pause)
+                return _console_http.Readers(console_port, TOKEN, kind.readers)
 
             for attempt in range(1, args.attempts + 1):
                 body_file = _console_ingest.bodies(tmp, secret, count, f"{label}{round_no}{attempt}")
@@ -274,14 +295,16 @@ def _ingest(
             f"{args.attempts} attempts; left out of the medians unless every run of its kind was"
         )
 
+    def kept(label: str) -> list[_console_ingest.IngestRun]:
+        return [r for r in runs[label] if not r.disturbed] or runs[label]
+
     def p99(label: str) -> float:
-        kept = [r for r in runs[label] if not r.disturbed] or runs[label]
-        return _report.median([r.p(99) for r in kept])
+        return _report.median([r.p(99) for r in kept(label)])
 
     verdicts: dict[str, bool] = {}
     for kind in kinds:
         ratio = p99(kind.label) / p99("quiet") if p99("quiet") else float("inf")
-        clean = all(r.ok == r.sent and not r.console_failures for r in [*runs["quiet"], *runs[kind.label]])
+        clean = all(r.ok == r.sent and not r.console_failures for r in [*kept("quiet"), *kept(kind.label)])
         verdicts[kind.label] = ratio <= INGEST_RATIO_TARGET and clean
         print(
             f"ingest p99 (median of rounds), {kind.label}: quiet {p99('quiet'):.2f} ms, with the console "
@@ -330,12 +353,14 @@ def main(argv: list[str] | None = None) -> int:
         help="serve the console from the process that takes the webhooks (default), or from a receiver serve of "
         "its own",
     )
-    parser.add_argument("--readers", type=int, default=2, help="operators on the console during ingest (default 2)")
     parser.add_argument(
-        "--reader-pause",
-        type=float,
-        default=1.0,
-        help="seconds each operator waits between pages (default 1; 0: back to back)",
+        "--pause", type=float, default=2.0, help="seconds between the pages of the operator in use (default 2)"
+    )
+    parser.add_argument(
+        "--operators",
+        type=int,
+        default=2,
+        help="operators opening a page a second each in the busy run; 0 skips it (default 2)",
     )
     parser.add_argument(
         "--no-hammer",
@@ -349,8 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target failed")
     args = parser.parse_args(argv)
-    if args.jobs < 1000 or args.days <= 0 or args.requests < 1 or args.rounds < 1 or args.readers < 1:
-        parser.error("--jobs >= 1000; --days, --requests, --rounds and --readers must be positive")
+    if args.jobs < 1000 or args.days <= 0 or args.requests < 1 or args.rounds < 1 or args.operators < 0:
+        parser.error("--jobs >= 1000; --days, --requests and --rounds must be positive, --operators at least 0")
     if args.rate < 0 or args.duration <= 0 or args.warmup < 0:
         parser.error("--rate >= 0, --duration > 0, --warmup >= 0")
     return _run.run_main("console.py", run, args, _processes.kill_all)
