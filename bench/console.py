@@ -123,7 +123,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack[bool | None]) -> i
     client.close()
     pages_ok = _console_pages.report(pages, series)
 
-    ingest: dict[str, bool] = {}
+    ingest: dict[str, bool | None] = {}
     if args.rate > 0:
         ingest = _ingest(
             args, url, port, server.pid, console_port, console.pid, secret, tmp, [page.path for page in pages]
@@ -141,7 +141,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack[bool | None]) -> i
         print(f"  ingest p99 with the console ({label}) / without <= {INGEST_RATIO_TARGET:g} : {_report.verdict(ok)}")
     if args.keep:
         print(f"\nkept: {_databases.redact(url)}")
-    return 1 if args.strict and not (pages_ok and all(ingest.values())) else 0
+    return 1 if args.strict and not (pages_ok and all(ok is not False for ok in ingest.values())) else 0
 
 
 def _prepare(args: argparse.Namespace, admin_url: str, stack: contextlib.ExitStack[bool | None]) -> str | None:
@@ -219,9 +219,9 @@ def _ingest(
     secret: str,
     tmp: Path,
     paths: list[str],
-) -> dict[str, bool]:
+) -> dict[str, bool | None]:
     """Ingest without the console, then with each kind of reader, in turn, --rounds times; the
-    verdict of each kind: its median p99 over the quiet median, and every answer a 2xx."""
+    verdict of each kind (None: every round disturbed)."""
     kinds = _uses(args, paths)
     count = int(args.rate * (args.warmup + args.duration))
     print(
@@ -292,23 +292,30 @@ def _ingest(
     if any(r.disturbed for label in runs for r in runs[label]):
         print(
             f"* disturbed: other processes on the machine used more than {args.max_other:g} cores in all "
-            f"{args.attempts} attempts; left out of the medians unless every run of its kind was"
+            f"{args.attempts} attempts; such a round is left out"
         )
-
-    def kept(label: str) -> list[_console_ingest.IngestRun]:
-        return [r for r in runs[label] if not r.disturbed] or runs[label]
-
-    def p99(label: str) -> float:
-        return _report.median([r.p(99) for r in kept(label)])
-
-    verdicts: dict[str, bool] = {}
+    # Each kind against the quiet run of its own round (drift in the machine's load, the tables'
+    # growth and the caches touch both alike), then the median over the rounds where neither was
+    # disturbed: a p99 of a few milliseconds moves with whatever else the two cores do.
+    verdicts: dict[str, bool | None] = {}
     for kind in kinds:
-        ratio = p99(kind.label) / p99("quiet") if p99("quiet") else float("inf")
-        clean = all(r.ok == r.sent and not r.console_failures for r in [*kept("quiet"), *kept(kind.label)])
+        pairs = [
+            (quiet, busy)
+            for quiet, busy in zip(runs["quiet"], runs[kind.label], strict=True)
+            if not (quiet.disturbed or busy.disturbed)
+        ]
+        if not pairs:
+            verdicts[kind.label] = None
+            print(f"ingest p99, {kind.label}: every round disturbed, no verdict (run again on a quieter machine)")
+            continue
+        ratios = [busy.p(99) / quiet.p(99) for quiet, busy in pairs]
+        ratio = _report.median(ratios)
+        clean = all(r.ok == r.sent and not r.console_failures for pair in pairs for r in pair)
         verdicts[kind.label] = ratio <= INGEST_RATIO_TARGET and clean
         print(
-            f"ingest p99 (median of rounds), {kind.label}: quiet {p99('quiet'):.2f} ms, with the console "
-            f"{p99(kind.label):.2f} ms, ratio {ratio:.2f} (target <= {INGEST_RATIO_TARGET:g})"
+            f"ingest p99, {kind.label}: "
+            + ", ".join(f"{busy.p(99):.2f} / {quiet.p(99):.2f} ms" for quiet, busy in pairs)
+            + f" (with / without, round by round); median ratio {ratio:.2f} (target <= {INGEST_RATIO_TARGET:g})"
             + ("" if clean else "; NOT CLEAN: see the rows above")
         )
     return verdicts
@@ -339,9 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-other",
         type=float,
-        default=0.25,
+        default=0.1,
         help="an ingest run during which other processes used more cores than this is disturbed and run "
-        "again (default 0.25)",
+        "again (default 0.1)",
     )
     parser.add_argument(
         "--attempts", type=int, default=3, help="tries per ingest run before a disturbed one is kept (default 3)"
