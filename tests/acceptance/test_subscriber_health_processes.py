@@ -122,7 +122,10 @@ async def test_a_rate_limit_holds_across_two_publisher_processes(
     assert max(_windows(times, 1.0)) <= 22
     # Not much under the rate either: the limit paces, it does not throttle further.
     assert 79 / 20 - 0.1 <= starts[-1] - starts[0] <= 80 / 20 + 1.5
-    assert all(count > 0 for count in sent), sent  # both processes sent their share
+    # Both processes were there to take slots; which one takes them is the claim's race (one
+    # publisher can win every slot of a short run), so only the total is certain. Two claims
+    # sharing one row's slots is tested directly in tests/integration/test_subscriber_health.py.
+    assert sum(sent) == 80, sent
     assert sum(waited) >= 60
 
 
