@@ -477,3 +477,18 @@ webhook_outcomes = Table(
     PrimaryKeyConstraint("minute", "endpoint", "outcome"),
     comment="Webhook requests per minute, endpoint and outcome, from every server process.",
 )
+
+job_minutes = Table(
+    "job_minutes",
+    metadata,
+    _ts("minute", "the minute the jobs were first seen in", nullable=False),
+    Column("service", Text, nullable=False, comment="their service ('' when a job has none)"),
+    Column("status", Text, nullable=False, comment="their status now"),
+    Column("writer", Integer, nullable=False, comment="the backend (pid) that counted them, 0 once folded"),
+    Column(
+        "jobs", BigInteger, nullable=False, comment="how many (a sum over writers; one writer's row may be negative)"
+    ),
+    PrimaryKeyConstraint("minute", "service", "status", "writer"),
+    Index("ix_job_minutes_unfolded", "minute", postgresql_where=text("writer <> 0")),
+    comment="Jobs by the minute they were first seen, service and status, kept by triggers on jobs.",
+)

@@ -272,3 +272,75 @@ END
 $$;
 COMMENT ON FUNCTION receiver_register_job(text, text, text, text, jsonb, integer, jsonb) IS
   'Register a job submitted through us, or merge the registration into a job its webhooks created first.';
+
+
+-- Jobs per minute, service and status (job_minutes) ------------------------------------------------
+
+-- Every job row that is written, whoever writes it (a webhook, a reconciliation poll, a
+-- registration, an operator's SQL), moves its count in job_minutes: -1 where it was, +1 where it
+-- is. The rows are the backend's own (writer = pg_backend_pid(): a backend runs one transaction
+-- at a time), so the upsert never waits for another transaction, and a rollback takes its counts
+-- back with it. The UPDATE trigger's WHEN skips the updates that move nothing (a registration
+-- merged into a job, metadata, last_polled_at) without calling the function.
+CREATE FUNCTION receiver_count_job() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP <> 'INSERT' THEN
+    INSERT INTO job_minutes AS m (minute, service, status, writer, jobs)
+    VALUES (date_trunc('minute', OLD.first_seen_at), coalesce(OLD.service, ''), OLD.status,
+            pg_backend_pid(), -1)
+    ON CONFLICT (minute, service, status, writer) DO UPDATE SET jobs = m.jobs - 1;
+  END IF;
+  IF TG_OP <> 'DELETE' THEN
+    INSERT INTO job_minutes AS m (minute, service, status, writer, jobs)
+    VALUES (date_trunc('minute', NEW.first_seen_at), coalesce(NEW.service, ''), NEW.status,
+            pg_backend_pid(), 1)
+    ON CONFLICT (minute, service, status, writer) DO UPDATE SET jobs = m.jobs + 1;
+  END IF;
+  RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION receiver_count_job() IS
+  'Trigger: move a written job''s count in job_minutes (-1 where it was, +1 where it is), in rows of this backend''s own.';
+
+CREATE TRIGGER jobs_counted AFTER INSERT OR DELETE ON jobs
+FOR EACH ROW EXECUTE FUNCTION receiver_count_job();
+CREATE TRIGGER jobs_recounted AFTER UPDATE OF status, service, first_seen_at ON jobs
+FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.service IS DISTINCT FROM NEW.service
+                   OR OLD.first_seen_at IS DISTINCT FROM NEW.first_seen_at)
+EXECUTE FUNCTION receiver_count_job();
+
+-- Folds the backends' rows of minutes before p_before into one row per (minute, service, status),
+-- writer 0, so that reading a day sums a row per key and minute, not one per backend. It takes
+-- only the rows no transaction holds (SKIP LOCKED: it never waits for a webhook, and a webhook
+-- never waits for it longer than this statement), and one process folds at a time (the advisory
+-- lock; another returns 0 at once). Returns the rows folded.
+CREATE FUNCTION receiver_fold_job_minutes(p_before timestamptz) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_folded bigint;
+BEGIN
+  IF NOT pg_try_advisory_xact_lock(4611686018427388011) THEN
+    RETURN 0;
+  END IF;
+  WITH picked AS (
+    SELECT minute, service, status, writer FROM job_minutes
+    WHERE writer <> 0 AND minute < p_before
+    FOR UPDATE SKIP LOCKED
+  ), moved AS (
+    DELETE FROM job_minutes m USING picked p
+    WHERE m.minute = p.minute AND m.service = p.service AND m.status = p.status AND m.writer = p.writer
+    RETURNING m.minute, m.service, m.status, m.jobs
+  ), summed AS (
+    SELECT minute, service, status, sum(jobs) AS jobs, count(*) AS rows FROM moved GROUP BY 1, 2, 3
+  ), added AS (
+    INSERT INTO job_minutes AS m (minute, service, status, writer, jobs)
+    SELECT minute, service, status, 0, jobs FROM summed
+    ON CONFLICT (minute, service, status, writer) DO UPDATE SET jobs = m.jobs + EXCLUDED.jobs
+  )
+  SELECT coalesce(sum(rows), 0) INTO v_folded FROM summed;
+  RETURN v_folded;
+END
+$$;
+COMMENT ON FUNCTION receiver_fold_job_minutes(timestamptz) IS
+  'Fold the per-backend job_minutes rows of minutes before p_before into writer 0; returns the rows folded.';
