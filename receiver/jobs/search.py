@@ -101,15 +101,3 @@ def decode_cursor(cursor: str) -> Cursor:
     if not 1 <= len(job_id) <= MAX_ID_LENGTH or "\x00" in job_id:
         raise InvalidCursor(cursor[:20])  # never an id we store: PostgreSQL refuses NUL in text (a 500 once)
     return moment_utc, job_id
-
-
-async def counts(conn: Any, since: datetime) -> list[tuple[str | None, str, int]]:
-    """(service, status, jobs) for the jobs first seen since `since`, most jobs first."""
-    j = tables.jobs
-    rows = await conn.execute(
-        sa.select(j.c.service, j.c.status, sa.func.count())
-        .where(j.c.first_seen_at >= since)
-        .group_by(j.c.service, j.c.status)
-        .order_by(sa.func.count().desc())
-    )
-    return [(row[0], row[1], int(row[2])) for row in rows]

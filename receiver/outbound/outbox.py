@@ -502,6 +502,7 @@ PRUNE = (
     """,
     "UPDATE inbound_webhooks SET body = NULL WHERE received_at < %(cutoff)s AND body IS NOT NULL",
     "DELETE FROM webhook_outcomes WHERE minute < %(cutoff)s",
+    "DELETE FROM job_minutes WHERE minute < %(cutoff)s",
 )
 
 
@@ -512,11 +513,12 @@ class Pruned:
     events: int  # fully delivered events
     bodies: int  # raw webhook bodies dropped
     minutes: int  # per-minute webhook counts
+    job_minutes: int  # per-minute job counts (the console's overview)
 
 
 async def prune(conn: AsyncConnection[Any], cutoff: datetime) -> Pruned:
     """Delete delivered rows and fully delivered events, the attempt history and per-minute
-    webhook counts, and drop raw bodies, older than `cutoff`. Jobs, job history and pending or
+    webhook and job counts, and drop raw bodies, older than `cutoff`. Jobs, job history and pending or
     dead deliveries stay."""
     counts: list[int] = []
     for statement in PRUNE:

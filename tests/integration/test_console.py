@@ -267,6 +267,29 @@ async def test_the_overview_counts_webhooks_by_outcome_per_minute(database_url: 
     assert len(buckets) in (2, 3)  # every minute of the window, empty ones included
 
 
+async def test_the_overview_counts_the_hours_jobs_by_status_and_service(receiver: Receiver) -> None:
+    """From job_minutes, which the triggers on jobs keep: a job that moves on moves in the table."""
+    first, second = ("job_" + uuid.uuid4().hex[:8] for _ in range(2))
+    for body in (
+        doitong_body(first, "processing", service="kling"),
+        doitong_body(second, "processing"),
+        doitong_body(second, "completed"),
+    ):
+        assert (await receiver.post(body)).status_code == 200
+    answer = await receiver.client.get(receiver.url + "/console/overview/live", headers=BEARER)
+    assert answer.status_code == 200
+    table = answer.text[answer.text.index('<thead><tr><th scope="col">Status') :]
+    cells = r'<td class="num[^"]*">([^<]*)</td>'
+    rows = {
+        re.sub(r"<[^>]+>|[^a-z]", "", found.group(1).lower()): re.findall(cells, found.group(2))
+        for found in re.finditer(r'<tr><th scope="row">(.*?)</th>(.*?)</tr>', table, re.S)
+    }
+    # Columns: hedra, kling (one job each; ties keep the query's order), then All.
+    assert sorted(rows["processing"][:2]) == ["0", "1"] and rows["processing"][2] == "1"
+    assert sorted(rows["completed"][:2]) == ["0", "1"] and rows["completed"][2] == "1"
+    assert rows["all"] == ["1", "1", "2"]
+
+
 async def test_the_jobs_page_pages_with_the_apis_cursors(receiver: Receiver) -> None:
     url = receiver.settings.database_url or ""
     for n in range(55):

@@ -112,8 +112,10 @@ async def test_prune_deletes_old_attempts(settings: Settings, receiver: Receiver
 
     kept = await prune(datetime.now(UTC) - timedelta(days=1))
     assert kept.attempts == 0 and scalar(url, "SELECT count(*) FROM delivery_attempts") == 1
+    assert kept.job_minutes == 0
     pruned = await prune(datetime.now(UTC) + timedelta(seconds=1))
     assert pruned.attempts == 1 and pruned.deliveries == 1
+    assert pruned.job_minutes >= 1 and scalar(url, "SELECT count(*) FROM job_minutes") == 0
     assert scalar(url, "SELECT count(*) FROM delivery_attempts") == 0
 
 
