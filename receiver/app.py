@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from receiver.console import site
 from receiver.console.state import Console
-from receiver.core import crypto, db, http_limits, logs, metrics, migrate, outage, tracing
+from receiver.core import crypto, db, http_limits, logs, metrics, migrate, minutes, outage, tracing
 from receiver.core.background import BackgroundTasks, TaskFailed
 from receiver.core.config import Settings
 from receiver.core.errors import DatabaseUnavailable, ReceiverError
@@ -27,7 +27,7 @@ from receiver.core.metrics import Exposition
 from receiver.core.notify import Notifier
 from receiver.inbound import endpoints, handler, outcomes
 from receiver.inbound.state import AppState, json_response
-from receiver.jobs import api, minutes, openapi
+from receiver.jobs import api, openapi
 from receiver.outbound import forgeries, health, outbox
 from receiver.outbound.publisher import Publisher
 
@@ -74,8 +74,8 @@ def create_app(settings: Settings, *, with_publisher: bool = False) -> ReceiverA
         # nothing (kept for the next one).
         burst_check = forgeries.check_flushed(settings.forged_burst)
         tasks.start("webhook-outcomes", lambda: outcomes.run(pool, after=burst_check), on_failure="restart")
-        # The jobs per minute the overview reads: past minutes' rows folded into one per key.
-        tasks.start("job-minutes", lambda: minutes.run(pool), on_failure="restart")
+        # The per-minute counts the console reads: past minutes' rows folded into one per key.
+        tasks.start("console-minutes", lambda: minutes.run(pool), on_failure="restart")
         stop_publisher = asyncio.Event()
         publishing = None
         if with_publisher:

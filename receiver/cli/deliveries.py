@@ -87,7 +87,8 @@ def cmd_prune(settings: Settings, args: argparse.Namespace) -> int:
         f"pruned before {cutoff.isoformat(timespec='seconds')}: {pruned.deliveries} delivered deliveries, "
         f"{pruned.events} fully delivered events, {pruned.attempts} delivery attempts, "
         f"{pruned.bodies} raw bodies, {pruned.minutes} per-minute webhook counts, "
-        f"{pruned.job_minutes} per-minute job counts (jobs and job history kept)"
+        f"{pruned.job_minutes} per-minute job counts, {pruned.attempt_minutes} per-minute attempt counts "
+        "(jobs and job history kept)"
     )
     return 0
 

@@ -23,6 +23,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
+    SmallInteger,
     Table,
     Text,
     UniqueConstraint,
@@ -491,4 +492,25 @@ job_minutes = Table(
     PrimaryKeyConstraint("minute", "service", "status", "writer"),
     Index("ix_job_minutes_unfolded", "minute", postgresql_where=text("writer <> 0")),
     comment="Jobs by the minute they were first seen, service and status, kept by triggers on jobs.",
+)
+
+attempt_minutes = Table(
+    "attempt_minutes",
+    metadata,
+    _ts("minute", "the minute the attempts started in", nullable=False),
+    Column("subscription_id", Text, nullable=False, comment="their subscriber"),
+    Column(
+        "bucket",
+        SmallInteger,
+        nullable=False,
+        comment="their send time, receiver_latency_bucket(duration_ms): 0 under 1 ms, b from 10^((b-1)/10) to "
+        "10^(b/10) ms, -1 not timed",
+    ),
+    Column("writer", Integer, nullable=False, comment="the backend (pid) that counted them, 0 once folded"),
+    Column("attempts", BigInteger, nullable=False, comment="how many"),
+    Column("delivered", BigInteger, nullable=False, comment="how many of them delivered"),
+    PrimaryKeyConstraint("minute", "subscription_id", "bucket", "writer"),
+    Index("ix_attempt_minutes_unfolded", "minute", postgresql_where=text("writer <> 0")),
+    comment="Delivery attempts by the minute they started, subscriber and send time, kept by a trigger on "
+    "delivery_attempts.",
 )

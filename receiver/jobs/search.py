@@ -101,3 +101,18 @@ def decode_cursor(cursor: str) -> Cursor:
     if not 1 <= len(job_id) <= MAX_ID_LENGTH or "\x00" in job_id:
         raise InvalidCursor(cursor[:20])  # never an id we store: PostgreSQL refuses NUL in text (a 500 once)
     return moment_utc, job_id
+
+
+async def counts(conn: Any, since: datetime) -> list[tuple[str | None, str, int]]:
+    """(service, status, jobs) of the jobs first seen since the minute of `since`, most jobs first:
+    from job_minutes (receiver/core/minutes.py), a row per key and minute, not one per job."""
+    m = tables.job_minutes
+    jobs = sa.func.sum(m.c.jobs)
+    rows = await conn.execute(
+        sa.select(m.c.service, m.c.status, jobs)
+        .where(m.c.minute >= since.replace(second=0, microsecond=0))
+        .group_by(m.c.service, m.c.status)
+        .having(jobs > 0)
+        .order_by(jobs.desc())
+    )
+    return [(row[0] or None, row[1], int(row[2])) for row in rows]

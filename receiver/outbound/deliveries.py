@@ -220,18 +220,22 @@ async def recent(
     return [Attempt(*tuple(row)) for row in await conn.execute(statement)]
 
 
+# Counts and send times from attempt_minutes (receiver/core/minutes.py), a row per subscriber,
+# bucket and minute: an hour at a thousand attempts a second is 10 million attempts to sort for a
+# percentile, and at most 60 x 50 rows a subscriber here. The last failure is one row of
+# ix_delivery_attempts_failed a subscriber.
 _FIGURES = sa.text(
     """
-    SELECT s.id, f.attempts, f.delivered, f.p50, f.p99, l.error, l.at
+    SELECT subscription_id, bucket, sum(attempts)::bigint, sum(delivered)::bigint
+    FROM attempt_minutes
+    WHERE minute >= :since
+    GROUP BY 1, 2
+    """
+)
+_LAST_FAILURES = sa.text(
+    """
+    SELECT s.id, l.error, l.at
     FROM subscriptions s
-    CROSS JOIN LATERAL (
-        SELECT count(*) AS attempts,
-               count(*) FILTER (WHERE a.outcome = 'delivered') AS delivered,
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms) AS p50,
-               percentile_cont(0.99) WITHIN GROUP (ORDER BY a.duration_ms) AS p99
-        FROM delivery_attempts a
-        WHERE a.subscription_id = s.id AND a.at >= :since
-    ) f
     LEFT JOIN LATERAL (
         SELECT coalesce(a.error, 'HTTP ' || a.status) AS error, a.at
         FROM delivery_attempts a
@@ -244,7 +248,47 @@ _FIGURES = sa.text(
 
 
 async def figures(conn: AsyncConnection, since: datetime) -> dict[str, Figures]:
-    """Each subscriber's attempts since `since`: how many, how many delivered, the send time's
-    p50 and p99, and the last failure."""
-    rows = await conn.execute(_FIGURES, {"since": since})
-    return {row[0]: Figures(int(row[1]), int(row[2]), row[3], row[4], row[5], row[6]) for row in rows}
+    """Each subscriber's attempts since the minute of `since`: how many, how many delivered, the
+    send time's p50 and p99 (estimated from buckets a tenth of a decade wide, so within about
+    12 % of the exact figure), and the last failure."""
+    floor = since.replace(second=0, microsecond=0)
+    counted: dict[str, dict[int, tuple[int, int]]] = {}
+    for subscription_id, bucket, attempts, delivered in await conn.execute(_FIGURES, {"since": floor}):
+        counted.setdefault(subscription_id, {})[int(bucket)] = (int(attempts), int(delivered))
+    found: dict[str, Figures] = {}
+    for subscription_id, error, at in await conn.execute(_LAST_FAILURES, {"since": floor}):
+        buckets = counted.get(subscription_id, {})
+        timed = {bucket: attempts for bucket, (attempts, _) in buckets.items() if bucket >= 0}
+        found[subscription_id] = Figures(
+            sum(attempts for attempts, _ in buckets.values()),
+            sum(delivered for _, delivered in buckets.values()),
+            latency_quantile(timed, 0.5),
+            latency_quantile(timed, 0.99),
+            error,
+            at,
+        )
+    return found
+
+
+def latency_bounds(bucket: int) -> tuple[float, float]:
+    """The milliseconds a receiver_latency_bucket() bucket holds, [low, high)."""
+    if bucket == 0:
+        return 0.0, 1.0
+    return 10 ** ((bucket - 1) / 10), 10 ** (bucket / 10)
+
+
+def latency_quantile(buckets: dict[int, int], q: float) -> float | None:
+    """The q-quantile of the send times counted in `buckets` (bucket: attempts), interpolated
+    linearly within the bucket it falls in, as Prometheus's histogram_quantile does."""
+    total = sum(buckets.values())
+    if total <= 0:
+        return None
+    rank = q * total
+    seen = 0
+    for bucket in sorted(buckets):
+        count = buckets[bucket]
+        if count > 0 and seen + count >= rank:
+            low, high = latency_bounds(bucket)
+            return low + (high - low) * (rank - seen) / count
+        seen += count
+    return latency_bounds(max(buckets))[1]

@@ -503,6 +503,7 @@ PRUNE = (
     "UPDATE inbound_webhooks SET body = NULL WHERE received_at < %(cutoff)s AND body IS NOT NULL",
     "DELETE FROM webhook_outcomes WHERE minute < %(cutoff)s",
     "DELETE FROM job_minutes WHERE minute < %(cutoff)s",
+    "DELETE FROM attempt_minutes WHERE minute < %(cutoff)s",
 )
 
 
@@ -514,11 +515,12 @@ class Pruned:
     bodies: int  # raw webhook bodies dropped
     minutes: int  # per-minute webhook counts
     job_minutes: int  # per-minute job counts (the console's overview)
+    attempt_minutes: int  # per-minute delivery attempt counts (the console's figures)
 
 
 async def prune(conn: AsyncConnection[Any], cutoff: datetime) -> Pruned:
     """Delete delivered rows and fully delivered events, the attempt history and per-minute
-    webhook and job counts, and drop raw bodies, older than `cutoff`. Jobs, job history and pending or
+    webhook, job and attempt counts, and drop raw bodies, older than `cutoff`. Jobs, job history and pending or
     dead deliveries stay."""
     counts: list[int] = []
     for statement in PRUNE:

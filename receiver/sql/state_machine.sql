@@ -274,7 +274,7 @@ COMMENT ON FUNCTION receiver_register_job(text, text, text, text, jsonb, integer
   'Register a job submitted through us, or merge the registration into a job its webhooks created first.';
 
 
--- Jobs per minute, service and status (job_minutes) ------------------------------------------------
+-- Per-minute counts for the console (job_minutes, attempt_minutes) ---------------------------------
 
 -- Every job row that is written, whoever writes it (a webhook, a reconciliation poll, a
 -- registration, an operator's SQL), moves its count in job_minutes: -1 where it was, +1 where it
@@ -310,15 +310,49 @@ FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.service IS DIST
                    OR OLD.first_seen_at IS DISTINCT FROM NEW.first_seen_at)
 EXECUTE FUNCTION receiver_count_job();
 
--- Folds the backends' rows of minutes before p_before into one row per (minute, service, status),
--- writer 0, so that reading a day sums a row per key and minute, not one per backend. It takes
--- only the rows no transaction holds (SKIP LOCKED: it never waits for a webhook, and a webhook
--- never waits for it longer than this statement), and one process folds at a time (the advisory
--- lock; another returns 0 at once). Returns the rows folded.
-CREATE FUNCTION receiver_fold_job_minutes(p_before timestamptz) RETURNS bigint
+-- Ten buckets a decade: 1 ms is bucket 1, 10 ms 11, 100 ms 21, 1 s 31, 10 s 41. numeric, not
+-- double precision: log(1000::float8) * 10 is 29.999..., which would put 1 s in bucket 30.
+CREATE FUNCTION receiver_latency_bucket(ms integer) RETURNS smallint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE WHEN ms IS NULL THEN -1
+              WHEN ms < 1 THEN 0
+              ELSE 1 + floor(10 * log(ms::numeric))::smallint END
+$$;
+COMMENT ON FUNCTION receiver_latency_bucket(integer) IS
+  'The attempt_minutes bucket of a send time in milliseconds: 0 under 1 ms, b from 10^((b-1)/10) to 10^(b/10) ms, -1 for none.';
+
+-- The publisher writes a batch of attempts in one statement (outbox.COMPLETE): once per statement,
+-- the batch is counted by minute, subscriber and bucket into the backend's own rows.
+CREATE FUNCTION receiver_count_attempts() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO attempt_minutes AS m (minute, subscription_id, bucket, writer, attempts, delivered)
+  SELECT date_trunc('minute', a.at), a.subscription_id, receiver_latency_bucket(a.duration_ms),
+         pg_backend_pid(), count(*), count(*) FILTER (WHERE a.outcome = 'delivered')
+  FROM added a
+  GROUP BY 1, 2, 3
+  ON CONFLICT (minute, subscription_id, bucket, writer) DO UPDATE
+    SET attempts = m.attempts + EXCLUDED.attempts, delivered = m.delivered + EXCLUDED.delivered;
+  RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION receiver_count_attempts() IS
+  'Trigger: count a statement''s new delivery attempts in attempt_minutes, in rows of this backend''s own.';
+
+CREATE TRIGGER delivery_attempts_counted AFTER INSERT ON delivery_attempts
+REFERENCING NEW TABLE AS added
+FOR EACH STATEMENT EXECUTE FUNCTION receiver_count_attempts();
+
+-- Folds the backends' rows of minutes before p_before into one row per key, writer 0, so that
+-- reading a day sums a row per key and minute, not one per backend. It takes only the rows no
+-- transaction holds (SKIP LOCKED: it never waits for a webhook or a publisher, and they never
+-- wait for it longer than this statement), and one process folds at a time (the advisory lock;
+-- another returns 0 at once). Returns the rows folded.
+CREATE FUNCTION receiver_fold_minutes(p_before timestamptz) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
-  v_folded bigint;
+  v_jobs bigint;
+  v_attempts bigint;
 BEGIN
   IF NOT pg_try_advisory_xact_lock(4611686018427388011) THEN
     RETURN 0;
@@ -338,9 +372,29 @@ BEGIN
     SELECT minute, service, status, 0, jobs FROM summed
     ON CONFLICT (minute, service, status, writer) DO UPDATE SET jobs = m.jobs + EXCLUDED.jobs
   )
-  SELECT coalesce(sum(rows), 0) INTO v_folded FROM summed;
-  RETURN v_folded;
+  SELECT coalesce(sum(rows), 0) INTO v_jobs FROM summed;
+  WITH picked AS (
+    SELECT minute, subscription_id, bucket, writer FROM attempt_minutes
+    WHERE writer <> 0 AND minute < p_before
+    FOR UPDATE SKIP LOCKED
+  ), moved AS (
+    DELETE FROM attempt_minutes m USING picked p
+    WHERE m.minute = p.minute AND m.subscription_id = p.subscription_id AND m.bucket = p.bucket
+      AND m.writer = p.writer
+    RETURNING m.minute, m.subscription_id, m.bucket, m.attempts, m.delivered
+  ), summed AS (
+    SELECT minute, subscription_id, bucket, sum(attempts) AS attempts, sum(delivered) AS delivered,
+           count(*) AS rows
+    FROM moved GROUP BY 1, 2, 3
+  ), added AS (
+    INSERT INTO attempt_minutes AS m (minute, subscription_id, bucket, writer, attempts, delivered)
+    SELECT minute, subscription_id, bucket, 0, attempts, delivered FROM summed
+    ON CONFLICT (minute, subscription_id, bucket, writer) DO UPDATE
+      SET attempts = m.attempts + EXCLUDED.attempts, delivered = m.delivered + EXCLUDED.delivered
+  )
+  SELECT coalesce(sum(rows), 0) INTO v_attempts FROM summed;
+  RETURN v_jobs + v_attempts;
 END
 $$;
-COMMENT ON FUNCTION receiver_fold_job_minutes(timestamptz) IS
-  'Fold the per-backend job_minutes rows of minutes before p_before into writer 0; returns the rows folded.';
+COMMENT ON FUNCTION receiver_fold_minutes(timestamptz) IS
+  'Fold the per-backend job_minutes and attempt_minutes rows of minutes before p_before into writer 0; returns the rows folded.';

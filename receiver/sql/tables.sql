@@ -500,8 +500,8 @@ COMMENT ON COLUMN webhook_outcomes.requests IS 'requests with that outcome in th
 -- hour's minutes here instead of visiting each of the hour's jobs (3.6 million at 1,000 jobs/s,
 -- seconds of a core every time it refreshes). Each database backend adds to rows of its own
 -- (`writer`, its pid), so two webhook transactions never wait for each other on a shared count;
--- receiver_fold_job_minutes() moves the rows of past minutes into writer 0 (the serve process
--- does it every minute), and the partial index is what it reads. Complete from 25 hours before
+-- receiver_fold_minutes() moves the rows of past minutes into writer 0 (the serve process does
+-- it every minute), and the partial index is what it reads. Complete from 25 hours before
 -- migration 0011; a job first seen earlier that changes status later adds a -1 and a +1 to its
 -- minute.
 CREATE TABLE job_minutes (
@@ -519,3 +519,27 @@ COMMENT ON COLUMN job_minutes.service IS 'their service ('''' when a job has non
 COMMENT ON COLUMN job_minutes.status IS 'their status now';
 COMMENT ON COLUMN job_minutes.writer IS 'the backend (pid) that counted them, 0 once folded';
 COMMENT ON COLUMN job_minutes.jobs IS 'how many (a sum over writers; one writer''s row may be negative)';
+
+-- The delivery attempts of each minute by subscriber and send time, kept by a statement trigger on
+-- delivery_attempts (receiver_count_attempts()) in the publisher's own write-back: each
+-- subscriber's attempts, success rate and p50/p99 over an hour or a day (the overview, the
+-- subscriber pages) sum the window's minutes here; the percentiles are read off `bucket`, a
+-- tenth of a decade of milliseconds wide (receiver_latency_bucket()). Per-backend rows and
+-- folding as in job_minutes. Complete from 25 hours before migration 0011.
+CREATE TABLE attempt_minutes (
+  minute timestamptz NOT NULL,
+  subscription_id text NOT NULL,
+  bucket smallint NOT NULL,
+  writer integer NOT NULL,
+  attempts bigint NOT NULL,
+  delivered bigint NOT NULL,
+  CONSTRAINT pk_attempt_minutes PRIMARY KEY (minute, subscription_id, bucket, writer)
+);
+CREATE INDEX ix_attempt_minutes_unfolded ON attempt_minutes (minute) WHERE writer <> 0;
+COMMENT ON TABLE attempt_minutes IS 'Delivery attempts by the minute they started, subscriber and send time, kept by a trigger on delivery_attempts.';
+COMMENT ON COLUMN attempt_minutes.minute IS 'the minute the attempts started in';
+COMMENT ON COLUMN attempt_minutes.subscription_id IS 'their subscriber';
+COMMENT ON COLUMN attempt_minutes.bucket IS 'their send time, receiver_latency_bucket(duration_ms): 0 under 1 ms, b from 10^((b-1)/10) to 10^(b/10) ms, -1 not timed';
+COMMENT ON COLUMN attempt_minutes.writer IS 'the backend (pid) that counted them, 0 once folded';
+COMMENT ON COLUMN attempt_minutes.attempts IS 'how many';
+COMMENT ON COLUMN attempt_minutes.delivered IS 'how many of them delivered';

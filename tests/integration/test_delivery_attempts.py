@@ -101,6 +101,8 @@ async def test_prune_deletes_old_attempts(settings: Settings, receiver: Receiver
     await receiver.post(doitong_body("job_" + uuid.uuid4().hex[:8], "completed"))
     async with publishing(settings):
         assert await eventually(lambda: _count(url, "delivery_attempts", 1))
+    # Counted for the console by the trigger on the publisher's write-back.
+    assert query(url, "SELECT sum(attempts), sum(delivered) FROM attempt_minutes") == [(1, 1)]
 
     async def prune(cutoff: datetime) -> outbox.Pruned:
         async def go(conn: object) -> outbox.Pruned:
@@ -116,6 +118,7 @@ async def test_prune_deletes_old_attempts(settings: Settings, receiver: Receiver
     pruned = await prune(datetime.now(UTC) + timedelta(seconds=1))
     assert pruned.attempts == 1 and pruned.deliveries == 1
     assert pruned.job_minutes >= 1 and scalar(url, "SELECT count(*) FROM job_minutes") == 0
+    assert pruned.attempt_minutes == 1 and scalar(url, "SELECT count(*) FROM attempt_minutes") == 0
     assert scalar(url, "SELECT count(*) FROM delivery_attempts") == 0
 
 

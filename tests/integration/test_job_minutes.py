@@ -1,6 +1,6 @@
 """job_minutes, the overview's jobs per minute, service and status: kept by triggers on jobs,
 whoever writes them, equal to counting the jobs, under concurrent writers, folds and rollbacks,
-and filled by migration 0011 from the jobs already there."""
+and filled by migration 0011 from the jobs already there. (attempt_minutes: test_attempt_minutes.py.)"""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 
 import psycopg
 
-from receiver.core import db, migrate
-from receiver.jobs import minutes
+from receiver.core import db, migrate, minutes
+from receiver.jobs import search
 from tests.support import admin, eventually, execute, query, scalar
 
 # Every (minute, service, status) the jobs have, counted from the jobs themselves.
@@ -80,7 +80,7 @@ def test_folding_keeps_the_sums_and_leaves_one_row_per_key_and_minute(database_u
         other.execute("UPDATE jobs SET status = 'completed' WHERE id LIKE 'old-1%%'")
     before_now = datetime.now(UTC).replace(second=0, microsecond=0)
     with psycopg.connect(database_url, autocommit=True) as conn:
-        folded = conn.execute("SELECT receiver_fold_job_minutes(%s)", (before_now,)).fetchone()
+        folded = conn.execute("SELECT receiver_fold_minutes(%s)", (before_now,)).fetchone()
     assert folded is not None and folded[0] > 0
     assert_counts_are_the_jobs(database_url)
     past_rows = query(
@@ -99,9 +99,9 @@ def test_one_fold_at_a_time(database_url: str) -> None:
     later = datetime.now(UTC) + timedelta(minutes=5)
     with psycopg.connect(database_url) as holder, psycopg.connect(database_url, autocommit=True) as conn:
         holder.execute("SELECT pg_advisory_xact_lock(4611686018427388011)")
-        assert conn.execute("SELECT receiver_fold_job_minutes(%s)", (later,)).fetchone() == (0,)
+        assert conn.execute("SELECT receiver_fold_minutes(%s)", (later,)).fetchone() == (0,)
         holder.rollback()
-        assert conn.execute("SELECT receiver_fold_job_minutes(%s)", (later,)).fetchone() == (1,)
+        assert conn.execute("SELECT receiver_fold_minutes(%s)", (later,)).fetchone() == (1,)
     assert_counts_are_the_jobs(database_url)
 
 
@@ -117,10 +117,10 @@ def test_a_fold_never_waits_for_a_writer(database_url: str) -> None:
         writing.commit()
         writing.execute(insert, ("c", minute))  # adds to its row of that minute, and holds it
         conn.execute("SET lock_timeout = '2s'")
-        folded = conn.execute("SELECT receiver_fold_job_minutes(%s)", (later,)).fetchone()
+        folded = conn.execute("SELECT receiver_fold_minutes(%s)", (later,)).fetchone()
         assert folded == (1,)  # the first connection's row; the open transaction's is left
         writing.commit()
-        assert conn.execute("SELECT receiver_fold_job_minutes(%s)", (later,)).fetchone() == (1,)
+        assert conn.execute("SELECT receiver_fold_minutes(%s)", (later,)).fetchone() == (1,)
     assert_counts_are_the_jobs(database_url)
     assert query(database_url, "SELECT writer, jobs FROM job_minutes") == [(0, 3)]
 
@@ -172,7 +172,7 @@ async def test_counts_are_what_the_overview_shows(database_url: str) -> None:
         conn.execute("UPDATE jobs SET first_seen_at = %s WHERE id = 'e'", (old,))
 
     async def counts(since: datetime) -> list[tuple[str | None, str, int]]:
-        return await admin(database_url, lambda conn: minutes.counts(conn, since))
+        return await admin(database_url, lambda conn: search.counts(conn, since))
 
     hour = await counts(datetime.now(UTC) - timedelta(hours=1))
     assert hour[0] == ("hedra", "completed", 2)

@@ -12,7 +12,7 @@ from starlette.responses import HTMLResponse, Response
 from receiver.console import charts, render, web
 from receiver.core import db
 from receiver.inbound import outcomes
-from receiver.jobs import minutes
+from receiver.jobs import search
 from receiver.outbound import deliveries, outbox, subscriptions
 
 REFRESH_SECONDS = 5
@@ -47,7 +47,7 @@ async def _data(request: Request) -> dict[str, Any]:
         raw = await db.driver_connection(conn)
         buckets = await outcomes.series(raw, since, width)
         backlog = await outbox.backlog(raw)
-        jobs = await minutes.counts(conn, now - window)
+        jobs = await search.counts(conn, now - window)
         subscribers = await subscriptions.list_all(conn)
         figures = await deliveries.figures(conn, now - window)
         failures = await deliveries.recent(conn, failed_since=now - window, limit=8)
