@@ -12,14 +12,16 @@ from dataclasses import dataclass, field
 
 import _report
 
-_DURATION = re.compile(r"dur=([0-9.]+)")
+_APP = re.compile(r"(?:^|,)\s*app;dur=([0-9.]+)")
+_CPU = re.compile(r"(?:^|,)\s*cpu;dur=([0-9.]+)")
 
 
 @dataclass
 class Timed:
     status: int
     client_ms: float
-    server_ms: float | None  # the sum of Server-Timing's dur= entries, when the page sends them
+    server_ms: float | None  # Server-Timing's `app`: the time the server took, when the page sends it
+    cpu_ms: float | None  # Server-Timing's `cpu`: the CPU the serving thread used meanwhile
     body: bytes
 
 
@@ -45,11 +47,13 @@ class Client:
                 if attempt == 2:
                     raise
                 continue
-            timing = response.getheader("Server-Timing")
-            server = sum(float(x) for x in _DURATION.findall(timing)) if timing else None
+            timing = response.getheader("Server-Timing") or ""
+            app, cpu = _APP.search(timing), _CPU.search(timing)
+            server = float(app.group(1)) if app else None
+            cpu_ms = float(cpu.group(1)) if cpu else None
             if response.getheader("Connection", "").lower() == "close":
                 self.close()
-            return Timed(response.status, elapsed, server, body)
+            return Timed(response.status, elapsed, server, cpu_ms, body)
         raise AssertionError("unreachable")
 
     def close(self) -> None:
@@ -64,6 +68,7 @@ class Series:
 
     client: list[float] = field(default_factory=list)
     server: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     bytes: int = 0
 
@@ -71,6 +76,8 @@ class Series:
         self.client.append(timed.client_ms)
         if timed.server_ms is not None:
             self.server.append(timed.server_ms)
+        if timed.cpu_ms is not None:
+            self.cpu.append(timed.cpu_ms)
         self.statuses[timed.status] = self.statuses.get(timed.status, 0) + 1
         self.bytes = len(timed.body)
 

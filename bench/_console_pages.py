@@ -159,8 +159,11 @@ def report(pages: list[Page], series: dict[str, _console_http.Series]) -> bool:
     """The table; True when every page met its target."""
     has_server = any(s.server for s in series.values())
     header = f"{'page':<32} {'status':>8} {'KiB':>6} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}"
+    has_cpu = any(s.cpu for s in series.values())
     if has_server:
         header += f" {'srv p95':>8}"
+    if has_cpu:
+        header += f" {'cpu p50':>8}"
     header += f" {'target':>7}  verdict"
     _report.print_header(header)
     ok_all = True
@@ -176,6 +179,8 @@ def report(pages: list[Page], series: dict[str, _console_http.Series]) -> bool:
         )
         if has_server:
             line += f" {s.p(95, server=True):>8.1f}" if s.server else f" {'-':>8}"
+        if has_cpu:
+            line += f" {_report.percentile(sorted(s.cpu), 50):>8.1f}" if s.cpu else f" {'-':>8}"
         line += f" {page.target_ms:>7.0f}  {_report.verdict(ok)}"
         print(line)
     return ok_all

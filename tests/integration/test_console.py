@@ -132,6 +132,8 @@ async def test_every_answer_carries_the_security_headers(receiver: Receiver) -> 
             assert headers["referrer-policy"] == "same-origin"
             assert headers["x-content-type-options"] == "nosniff"
             assert headers["cache-control"] == "no-store", path
+            # What the page took, and the CPU of the thread that answers webhooks meanwhile.
+            assert re.fullmatch(r"app;dur=[0-9.]+, cpu;dur=[0-9.]+", headers["server-timing"]), path
             # No inline script or style anywhere, and the token nowhere in a page.
             assert "<script>" not in answer.text and " style=" not in answer.text and "onclick" not in answer.text
             assert TOKEN not in answer.text
