@@ -6,17 +6,20 @@ import asyncio
 import contextlib
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable
 
 import sqlalchemy as sa
+import uvicorn
 from starlette.applications import Starlette
 from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from receiver.console import site
+from receiver.console import process, site
+from receiver.console.guard import PREFIX
 from receiver.console.state import Console
 from receiver.core import crypto, db, http_limits, logs, metrics, migrate, minutes, outage, tracing
 from receiver.core.background import BackgroundTasks, TaskFailed
@@ -40,21 +43,15 @@ def create_app(settings: Settings, *, with_publisher: bool = False) -> ReceiverA
     `with_publisher` runs the outbox publisher in the same process (`receiver run`)."""
     database_url = settings.require_database_url()
     console = Console(settings)
+    # The pages made by a child process (receiver/console/process.py), or by this one.
+    console_process = None
+    if console.enabled and settings.console_process == "own":
+        console_process = process.ConsoleProcess(settings, [sys.executable, "-c", _CONSOLE_CHILD])
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        pool = db.create_pool(database_url, size=settings.db_pool_size, timeout=settings.db_timeout)
-        engine = db.create_engine(database_url, pool_size=4, timeout=settings.db_timeout)
-        state = AppState(
-            settings=settings,
-            secrets=endpoints.SecretCache(settings.webhook_secrets),
-            pool=pool,
-            engine=engine,
-            exposition=Exposition(),
-            head_revision=migrate.head_revision(),
-            master_key=crypto.master_key(settings),
-            notifier=Notifier(pool),
-        )
+        state = _state(settings, database_url, pool_size=settings.db_pool_size)
+        pool = state.pool
         app.state.receiver = state
         await pool.open(wait=False)
         # PostgreSQL away: one line when it goes and one when it is back (not one per pool
@@ -76,6 +73,8 @@ def create_app(settings: Settings, *, with_publisher: bool = False) -> ReceiverA
         tasks.start("webhook-outcomes", lambda: outcomes.run(pool, after=burst_check), on_failure="restart")
         # The per-minute counts the console reads: past minutes' rows folded into one per key.
         tasks.start("console-minutes", lambda: minutes.run(pool), on_failure="restart")
+        if console_process is not None:
+            tasks.start("console-process", console_process.run, on_failure="restart")
         stop_publisher = asyncio.Event()
         publishing = None
         if with_publisher:
@@ -94,28 +93,89 @@ def create_app(settings: Settings, *, with_publisher: bool = False) -> ReceiverA
                     await publishing
             await console.close()
             await tasks.stop()
+            if console_process is not None:
+                await console_process.close()
             await pool.close()
-            await engine.dispose()
+            await state.engine.dispose()
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/v1/jobs", api.jobs, methods=["GET", "POST"]),  # one route: a 405's Allow lists both
         Route("/v1/jobs/{job_id}", api.get_job, methods=["GET"]),
         Route("/openapi.json", openapi_document, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
-        site.mount(console),  # /console/: 404 unless RECEIVER_CONSOLE_TOKEN is set
     ]
-    receiver_app = ReceiverApp(Starlette(routes=routes, lifespan=lifespan), traced=settings.tracing)
+    if console_process is None:
+        routes.append(site.mount(console))  # /console/: 404 unless RECEIVER_CONSOLE_TOKEN is set
+    starlette = Starlette(routes=routes, lifespan=lifespan)
+    receiver_app = ReceiverApp(starlette, traced=settings.tracing, console=console_process)
     return receiver_app
+
+
+def _state(settings: Settings, database_url: str, *, pool_size: int) -> AppState:
+    pool = db.create_pool(database_url, size=pool_size, timeout=settings.db_timeout)
+    return AppState(
+        settings=settings,
+        secrets=endpoints.SecretCache(settings.webhook_secrets),
+        pool=pool,
+        engine=db.create_engine(database_url, pool_size=4, timeout=settings.db_timeout),
+        exposition=Exposition(),
+        head_revision=migrate.head_revision(),
+        master_key=crypto.master_key(settings),
+        notifier=Notifier(pool),
+    )
+
+
+# What the server runs as its console process (RECEIVER_CONSOLE_PROCESS=own).
+_CONSOLE_CHILD = "from receiver.app import console_child; console_child()"
+
+
+def create_console_app(settings: Settings) -> ASGIApp:
+    """The console alone, as its child process serves it: its pages and actions, no webhooks
+    and no background work of the server's (receiver/console/process.py)."""
+    database_url = settings.require_database_url()
+    console = Console(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state = _state(settings, database_url, pool_size=2)
+        app.state.receiver = state
+        await state.pool.open(wait=False)
+        outage.quiet_pool_retries()
+        try:
+            yield
+        finally:
+            await console.close()
+            await state.pool.close()
+            await state.engine.dispose()
+
+    return process.trusted(Starlette(routes=[site.mount(console)], lifespan=lifespan))
+
+
+def console_child() -> None:
+    """The console process's main: settings from stdin, the server's socket, uvicorn until
+    SIGTERM or the server goes away."""
+    settings = process.child_settings()
+    logs.setup(settings)
+    sock = process.child_socket()
+    config = uvicorn.Config(
+        create_console_app(settings),
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=int(process.STOP_GRACE),
+    )
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 class ReceiverApp:
     """The ASGI app: webhooks go straight to their handler, everything else (and the
     lifespan) through Starlette; every request gets one access log line."""
 
-    def __init__(self, starlette: Starlette, *, traced: bool = False) -> None:
+    def __init__(self, starlette: Starlette, *, traced: bool = False, console: ASGIApp | None = None) -> None:
         self.starlette = starlette
+        self._console = console  # the relay to the console process, when it has one
         self._logged = AccessLog(self._dispatch)
         # Tracing on: a server span around the request and its log line. Off: not even a check.
         self._entry: ASGIApp = tracing.ServerSpans(self._logged, _route) if traced else self._logged
@@ -157,8 +217,15 @@ class ReceiverApp:
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if handler.matches(scope):
             await handler.asgi(self.starlette.state.receiver, scope, receive, send)
+        elif self._console is not None and _is_console(scope):
+            await self._console(scope, receive, send)
         else:
             await self.starlette(scope, receive, send)
+
+
+def _is_console(scope: Scope) -> bool:
+    path: str = scope.get("path", "")
+    return scope["type"] == "http" and (path == PREFIX or path.startswith(PREFIX + "/"))
 
 
 def _route(scope: Scope) -> str | None:

@@ -22,6 +22,7 @@ from receiver.core.errors import ConfigError
 
 LogFormat = Literal["text", "json"]
 OtlpProtocol = Literal["http/protobuf", "grpc"]
+ConsoleProcess = Literal["own", "same"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Link-local covers the cloud metadata services (169.254.169.254, fd00:ec2::254 sits in fc00::/7
@@ -88,6 +89,7 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("RECEIVER_METRICS_PORT", "9091", "receiver publish's /metrics, 0 = off (--metrics-port)"),
     ("RECEIVER_API_TOKEN", "none (API off)", "bearer token for /v1/jobs"),
     ("RECEIVER_CONSOLE_TOKEN", "none (off); run: generated", "token to sign in to /console/"),
+    ("RECEIVER_CONSOLE_PROCESS", "own", "own: pages made by a low-priority child process; same: in the server"),
     ("RECEIVER_PUBLIC_URL", "none", "where Doitong reaches this receiver"),
     ("DOITONG_API_URL", "https://api.doitong.com", "Doitong's API"),
     ("DOITONG_API_KEY", "none", "for submit and reconciliation"),
@@ -166,6 +168,7 @@ class Settings:
     metrics_port: int = 9091
     api_token: str | None = None
     console_token: str | None = None
+    console_process: ConsoleProcess = "own"
     public_url: str | None = None
     doitong_api_url: str = "https://api.doitong.com"
     doitong_api_key: str | None = None
@@ -225,6 +228,7 @@ class Settings:
             metrics_port=_int(env, "RECEIVER_METRICS_PORT", 9091, low=MIN_PORT, high=MAX_PORT),
             api_token=_token(env.get("RECEIVER_API_TOKEN"), "RECEIVER_API_TOKEN"),
             console_token=_token(env.get("RECEIVER_CONSOLE_TOKEN"), "RECEIVER_CONSOLE_TOKEN"),
+            console_process=_console_process(env.get("RECEIVER_CONSOLE_PROCESS")),
             public_url=_http_url(env.get("RECEIVER_PUBLIC_URL"), "RECEIVER_PUBLIC_URL"),
             doitong_api_url=_http_url(env.get("DOITONG_API_URL"), "DOITONG_API_URL") or "https://api.doitong.com",
             doitong_api_key=(env.get("DOITONG_API_KEY") or "").strip() or None,
@@ -370,6 +374,15 @@ def _log_format(value: str | None) -> LogFormat:
     if text == "text":
         return "text"
     raise ConfigError(f"RECEIVER_LOG_FORMAT: {value!r} is not supported; use text or json")
+
+
+def _console_process(value: str | None) -> ConsoleProcess:
+    text = (value or "own").strip().lower()
+    if text == "own":
+        return "own"
+    if text == "same":
+        return "same"
+    raise ConfigError(f"RECEIVER_CONSOLE_PROCESS: {value!r} is not supported; use own or same")
 
 
 def _log_level(value: str | None) -> str:

@@ -54,6 +54,7 @@ def test_master_key_round_trips_keygen_output() -> None:
         ({"RECEIVER_PORT": "70000"}, "RECEIVER_PORT"),
         ({"RECEIVER_MAX_BODY_BYTES": "10"}, "RECEIVER_MAX_BODY_BYTES"),
         ({"RECEIVER_LOG_FORMAT": "xml"}, "RECEIVER_LOG_FORMAT"),
+        ({"RECEIVER_CONSOLE_PROCESS": "thread"}, "RECEIVER_CONSOLE_PROCESS"),
         ({"RECEIVER_LOG_LEVEL": "loud"}, "RECEIVER_LOG_LEVEL"),
         ({"RECEIVER_DB_TIMEOUT": "5 seconds"}, "RECEIVER_DB_TIMEOUT"),
         ({"DOITONG_WEBHOOK_SECRET": "abc"}, "DOITONG_WEBHOOK_SECRET"),
