@@ -14,9 +14,10 @@ What it measures
        console.js fetches every 5 s, and an operator opening a page every --pause seconds); busy
        (--operators operators opening a page a second each); and with one reader requesting pages
        back to back, the worst case (a closed loop keeps about a core of the two busy by itself).
-       --rounds times; medians. Target for each: p99 with / without <= 1.2. --console-process own
-       serves the console from a `receiver serve` of its own, as a proxy routing /console/ to
-       other replicas would.
+       --rounds times; medians. Target for each: p99 with / without <= 1.2. The pages are made by
+       the server's console process (RECEIVER_CONSOLE_PROCESS=own, as shipped); --console-process
+       same makes them in the process that answers webhooks, own on a `receiver serve` of its own,
+       as a proxy routing /console/ to other replicas would.
 
 The data (bench/_console_fill.py): 1,000,000 jobs over 30 days (--jobs, --days) with ~3,000,000
 job events, ~2,000,000 inbound webhooks and outbox events, ~3,000,000 deliveries over three
@@ -91,6 +92,9 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack[bool | None]) -> i
         url,
         DOITONG_WEBHOOK_SECRET=secret,
         RECEIVER_CONSOLE_TOKEN=TOKEN,
+        # child (the default): the server's console process; same: its pages made by the process
+        # that answers webhooks; own: a second receiver serve (below).
+        RECEIVER_CONSOLE_PROCESS="same" if args.console_process == "same" else "own",
         RECEIVER_HOME=str(tmp / "home"),
         RECEIVER_PORT=str(port),
     )
@@ -229,7 +233,11 @@ def _ingest(
         f"{args.duration:g} s measured): quiet, then with "
         + "; ".join(f"{kind.label}: {kind.what}" for kind in kinds)
         + " (the pages above in turn), the console served by "
-        + ("the same process" if args.console_process == "same" else "a receiver serve of its own")
+        + {
+            "child": "the server's console process (nice +10, relayed over a Unix socket)",
+            "same": "the process that answers the webhooks (RECEIVER_CONSOLE_PROCESS=same)",
+            "own": "a receiver serve of its own",
+        }[args.console_process]
         + f". {args.rounds} round(s), in that order; the outbox is marked "
         "dispatched between runs, as a publisher would keep it"
     )
@@ -355,10 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--console-process",
-        choices=("same", "own"),
-        default="same",
-        help="serve the console from the process that takes the webhooks (default), or from a receiver serve of "
-        "its own",
+        choices=("child", "same", "own"),
+        default="child",
+        help="child: the server's console process, as shipped (default); same: pages made by the process that "
+        "answers webhooks (RECEIVER_CONSOLE_PROCESS=same); own: a receiver serve of its own",
     )
     parser.add_argument(
         "--pause", type=float, default=2.0, help="seconds between the pages of the operator in use (default 2)"

@@ -261,8 +261,9 @@ def _with_headers(send: Send, *, cacheable: bool, started: float, cpu_started: f
             present = {name.lower() for name, _ in headers}
             headers.extend(pair for pair in _HEADERS if pair[0] not in present)
             # How long the page took to make, for the browser's network panel and bench/console.py;
-            # `cpu`: the CPU of the thread that also answers webhooks meanwhile (the page's own when
-            # nothing else was being served), what a page costs the event loop.
+            # `cpu`: the CPU its thread used meanwhile (the page's own when nothing else was being
+            # served). With RECEIVER_CONSOLE_PROCESS=same that thread answers webhooks too, and
+            # this is how long a page holds them up.
             took, cpu = time.perf_counter() - started, time.thread_time() - cpu_started
             timing = f"app;dur={took * 1000:.1f}, cpu;dur={cpu * 1000:.1f}"
             headers.append((b"server-timing", timing.encode()))
