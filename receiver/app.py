@@ -150,7 +150,7 @@ def create_console_app(settings: Settings) -> ASGIApp:
             await state.pool.close()
             await state.engine.dispose()
 
-    return process.trusted(Starlette(routes=[site.mount(console)], lifespan=lifespan))
+    return process.trusted(process.Paced(Starlette(routes=[site.mount(console)], lifespan=lifespan)))
 
 
 def console_child() -> None:
@@ -158,6 +158,7 @@ def console_child() -> None:
     SIGTERM or the server goes away."""
     settings = process.child_settings()
     logs.setup(settings)
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # not a second "Started server process"
     sock = process.child_socket()
     config = uvicorn.Config(
         create_console_app(settings),

@@ -44,6 +44,7 @@ log = logging.getLogger("receiver.console.process")
 
 NICE = 10
 FD_VARIABLE = "RECEIVER_CONSOLE_FD"
+DIRECTORY_VARIABLE = "RECEIVER_CONSOLE_DIRECTORY"
 CLIENT_HEADER = b"x-receiver-console-client"
 SCHEME_HEADER = b"x-receiver-console-scheme"
 MAX_BODY = 1024 * 1024  # the console's forms are a few KiB; a replay selection of 1,000 ids ~40 KiB
@@ -89,7 +90,7 @@ class ConsoleProcess:
             *self._command,
             stdin=asyncio.subprocess.PIPE,
             pass_fds=(descriptor,),
-            env={**os.environ, FD_VARIABLE: str(descriptor)},
+            env={**os.environ, FD_VARIABLE: str(descriptor), DIRECTORY_VARIABLE: self._directory},
         )
         assert child.stdin is not None
         try:
@@ -222,6 +223,40 @@ def trusted(app: ASGIApp) -> ASGIApp:
     return relayed
 
 
+class Paced:
+    """The child's requests one at a time, and the console busy at most SHARE of the time: after a
+    request that took t seconds, the next one starts no sooner than t * (1 / SHARE - 1) later.
+
+    Its own CPU yields to webhooks (nice +10), but its queries' PostgreSQL backends do not: a
+    script reading pages back to back kept a core of PostgreSQL busy and tripled ingest's p99.
+    Paced, it gets a page about every 4 page-times; a person clicking every few seconds never
+    waits (a 20 ms page holds the next request back 60 ms at most)."""
+
+    SHARE = 0.25
+
+    def __init__(self, app: ASGIApp, share: float = SHARE) -> None:
+        self.app = app
+        self._gap = 1 / share - 1
+        self._lock = asyncio.Lock()
+        self._free_at = 0.0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        async with self._lock:
+            wait = self._free_at - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            started = loop.time()
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                ended = loop.time()
+                self._free_at = ended + (ended - started) * self._gap
+
+
 def child_settings() -> Settings:
     """What the server wrote to the child's stdin."""
     settings = pickle.loads(base64.b64decode(sys.stdin.buffer.readline()))
@@ -233,14 +268,18 @@ def child_socket() -> socket.socket:
     """The listening socket the server passed; and from now on, the child ends when its stdin
     closes (the server stopped it, or died)."""
     descriptor = int(os.environ.pop(FD_VARIABLE))
+    directory = os.environ.pop(DIRECTORY_VARIABLE, None)
     with contextlib.suppress(OSError):
         os.nice(NICE)
-    threading.Thread(target=_end_with_stdin, name="console-stdin", daemon=True).start()
+    threading.Thread(target=_end_with_stdin, args=(directory,), name="console-stdin", daemon=True).start()
     return socket.socket(fileno=descriptor)
 
 
-def _end_with_stdin() -> None:
+def _end_with_stdin(directory: str | None) -> None:
     with contextlib.suppress(OSError):
         while sys.stdin.buffer.read(4096):
             pass
+    # The server is stopping us, or died; if it died, nobody else removes its socket's directory.
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
     os.kill(os.getpid(), signal.SIGTERM)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -44,6 +45,10 @@ def ended(pid: int) -> bool:
     except OSError:
         return True
     return stat[stat.rindex(")") + 2] == "Z"
+
+
+def _socket_directories() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("receiver-console-*"))
 
 
 def nice_of(pid: int) -> int:
@@ -97,10 +102,13 @@ async def test_a_crashed_child_is_started_again(receiver: Receiver) -> None:
 
 
 async def test_the_child_stops_with_the_server(database_url: str, tmp_path: Path) -> None:
+    before = _socket_directories()
     async with running(settings_for(database_url, tmp_path, console_token=TOKEN)) as server:
         assert (await server.client.get(server.url + "/console/", headers=BEARER)).status_code == 200
         [child] = console_children(os.getpid())
+        assert len(_socket_directories() - before) == 1
     assert ended(child)
+    assert _socket_directories() <= before
 
 
 async def test_same_process_serves_the_console_itself(database_url: str, tmp_path: Path) -> None:
@@ -119,6 +127,7 @@ async def test_a_killed_server_leaves_no_console_behind(database_url: str, tmp_p
         "RECEIVER_CONSOLE_TOKEN": TOKEN,
         "RECEIVER_HOME": str(tmp_path),
     }
+    before = _socket_directories()
     server = subprocess.Popen(
         [sys.executable, "-m", "receiver", "serve", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
@@ -143,6 +152,8 @@ async def test_a_killed_server_leaves_no_console_behind(database_url: str, tmp_p
             return ended(child)
 
         assert await eventually(gone, seconds=10)
+        # Nor its socket's directory, which the server would have removed had it stopped.
+        assert _socket_directories() <= before
     finally:
         if server.poll() is None:
             server.kill()
