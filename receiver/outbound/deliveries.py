@@ -206,17 +206,34 @@ async def recent(
 ) -> list[Attempt]:
     """The latest attempts, newest first: of one subscriber, or the failed ones of any since
     `failed_since` (read through ix_delivery_attempts_failed, which holds failures only: a walk
-    back through every attempt would pass a month of successes to find none)."""
+    back through every attempt would pass a month of successes to find none).
+
+    Failures of every subscriber are read a subscriber at a time, each the newest `limit` of its
+    range of the index, then merged: the index leads with the subscriber, so a range of times
+    across all of them walked every failure ever kept (52 ms at a million; the overview asks
+    every 5 s)."""
+    attempts: Any = _a
+    source: Any = _a
+    if failed_since is not None and subscription_id is None:
+        s = tables.subscriptions
+        attempts = (
+            sa.select(*_a.c)
+            .where(_a.c.subscription_id == s.c.id, _a.c.outcome != "delivered", _a.c.at >= failed_since)
+            .order_by(_a.c.at.desc())
+            .limit(limit)
+            .lateral("failed")
+        )
+        source = s.join(attempts, sa.true())
     statement = (
-        sa.select(*_ATTEMPT_COLUMNS, _d.c.job_id, _o.c.type)
-        .select_from(_a.join(_d, _d.c.id == _a.c.delivery_id).join(_o, _o.c.id == _d.c.event_id))
-        .order_by(_a.c.at.desc())
+        sa.select(*(attempts.c[column.name] for column in _ATTEMPT_COLUMNS), _d.c.job_id, _o.c.type)
+        .select_from(source.join(_d, _d.c.id == attempts.c.delivery_id).join(_o, _o.c.id == _d.c.event_id))
+        .order_by(attempts.c.at.desc())
         .limit(limit)
     )
     if subscription_id is not None:
         statement = statement.where(_a.c.subscription_id == subscription_id)
-    if failed_since is not None:
-        statement = statement.where(_a.c.outcome != "delivered", _a.c.at >= failed_since)
+        if failed_since is not None:
+            statement = statement.where(_a.c.outcome != "delivered", _a.c.at >= failed_since)
     return [Attempt(*tuple(row)) for row in await conn.execute(statement)]
 
 

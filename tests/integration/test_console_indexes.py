@@ -8,6 +8,7 @@ here as a plan without it. Sequential scans are off, as they would be too costly
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -143,6 +144,15 @@ async def test_the_last_accepted_webhook_is_one_probe_per_endpoint(engine: Async
 async def test_a_subscribers_last_failure_reads_only_failures(engine: AsyncEngine) -> None:
     since = datetime.now(UTC) - timedelta(hours=24)
     assert "ix_delivery_attempts_failed" in await plan(engine, lambda conn: deliveries.figures(conn, since))
+
+
+async def test_the_latest_failures_are_a_range_of_the_failures_index_per_subscriber(engine: AsyncEngine) -> None:
+    """The overview's recent failures: the index leads with the subscriber, so a time range across
+    all of them would walk every failure ever kept."""
+    since = datetime.now(UTC) - timedelta(hours=1)
+    found = await plan(engine, lambda conn: deliveries.recent(conn, failed_since=since, limit=8))
+    scan = found[found.index("ix_delivery_attempts_failed") :]
+    assert re.search(r"Index Cond: \(\(subscription_id = subscriptions\.id\) AND \(at >=", scan), found
 
 
 async def test_subscribers_are_counted_through_the_partial_indexes(engine: AsyncEngine, filled_url: str) -> None:
