@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -142,17 +143,29 @@ def resolve(client: _console_http.Client, pages: list[Page]) -> list[Page]:
     return out
 
 
+# The console process is busy a quarter of the time at most: after a page that took t, the next
+# request waits until 3t have passed (receiver/console/process.py, Paced). A person reading pages
+# leaves more than that between them; so does this client, so as to time the pages, not the pause.
+PAUSE_FACTOR = 3.0
+
+
 def time_pages(client: _console_http.Client, pages: list[Page], requests: int) -> dict[str, _console_http.Series]:
     """Each page `requests` times after two unmeasured requests; pages in turn, so that one page's
     cache does not warm the next request of the same page only."""
     series = {page.label: _console_http.Series() for page in pages}
     for page in pages:
         for _ in range(2):
-            client.get(page.path)
+            _pause(client.get(page.path))
     for _ in range(requests):
         for page in pages:
-            series[page.label].add(client.get(page.path))
+            timed = client.get(page.path)
+            series[page.label].add(timed)
+            _pause(timed)
     return series
+
+
+def _pause(timed: _console_http.Timed) -> None:
+    time.sleep((timed.server_ms if timed.server_ms is not None else timed.client_ms) * PAUSE_FACTOR / 1000 + 0.002)
 
 
 def report(pages: list[Page], series: dict[str, _console_http.Series]) -> bool:

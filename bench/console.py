@@ -122,7 +122,11 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack[bool | None]) -> i
         raise _run.BenchError(f"GET /console/ answered {probe.status}: is the console in this build?\n{server.tail()}")
     pages = _console_pages.resolve(client, _console_pages.pages(samples))
 
-    print(f"\nConsole pages: {args.requests} requests each after 2 unmeasured, one client, nothing else running")
+    print(
+        f"\nConsole pages: {args.requests} requests each after 2 unmeasured, one client, nothing else running; "
+        f"after each page the client pauses {_console_pages.PAUSE_FACTOR:g}x its time, as the console process "
+        "paces itself"
+    )
     series = _console_pages.time_pages(client, pages, args.requests)
     client.close()
     pages_ok = _console_pages.report(pages, series)
