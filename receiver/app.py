@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from receiver.console import process, site
-from receiver.console.guard import PREFIX
+from receiver.console.guard import PREFIX, STATIC
 from receiver.console.state import Console
 from receiver.core import crypto, db, http_limits, logs, metrics, migrate, minutes, outage, tracing
 from receiver.core.background import BackgroundTasks, TaskFailed
@@ -150,7 +150,8 @@ def create_console_app(settings: Settings) -> ASGIApp:
             await state.pool.close()
             await state.engine.dispose()
 
-    return process.trusted(process.Paced(Starlette(routes=[site.mount(console)], lifespan=lifespan)))
+    starlette = Starlette(routes=[site.mount(console)], lifespan=lifespan)
+    return process.trusted(process.Paced(starlette, skip=STATIC))
 
 
 def console_child() -> None:
@@ -166,6 +167,8 @@ def console_child() -> None:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=int(process.STOP_GRACE),
+        server_header=False,  # the relay's answer has the server's own headers
+        date_header=False,
     )
     uvicorn.Server(config).run(sockets=[sock])
 

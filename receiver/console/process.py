@@ -75,17 +75,24 @@ class ConsoleProcess:
     def __init__(self, settings: Settings, command: list[str]) -> None:
         self._settings = settings
         self._command = command
-        self._directory = tempfile.mkdtemp(prefix="receiver-console-")  # mode 0700
-        self.path = os.path.join(self._directory, "console.sock")
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._socket.bind(self.path)
-        self._socket.listen(128)
+        self._directory = ""
+        self.path = ""
+        self._socket: socket.socket | None = None  # bound by the first `run`, kept across restarts
         self._session: aiohttp.ClientSession | None = None
+
+    def _listen(self) -> socket.socket:
+        if self._socket is None:
+            self._directory = tempfile.mkdtemp(prefix="receiver-console-")  # mode 0700
+            self.path = os.path.join(self._directory, "console.sock")
+            self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._socket.bind(self.path)
+            self._socket.listen(128)
+        return self._socket
 
     async def run(self) -> None:
         """Start the child and wait for it; cancelled, stop it. The child exiting by itself
         raises ConsoleExited, for BackgroundTasks to log and start it again."""
-        descriptor = self._socket.fileno()
+        descriptor = self._listen().fileno()
         child = await asyncio.create_subprocess_exec(
             *self._command,
             stdin=asyncio.subprocess.PIPE,
@@ -109,17 +116,25 @@ class ConsoleProcess:
         """After `run` has ended: the relay's connections, the socket and its directory."""
         if self._session is not None:
             await self._session.close()
-        self._socket.close()
-        shutil.rmtree(self._directory, ignore_errors=True)
+        if self._socket is not None:
+            self._socket.close()
+            shutil.rmtree(self._directory, ignore_errors=True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         body = await _body(receive)
+        if body is _GONE:
+            return  # the client left before its body was whole: nothing for the console to do
         if body is None:
             await _plain(send, 413, b"Request body too large for the console")
             return
-        headers = [(name, value) for name, value in scope["headers"] if name not in _HOP_BY_HOP and name not in _OURS]
+        # content-length too: aiohttp sets it from the body relayed, whatever the client said.
+        headers = [
+            (name, value)
+            for name, value in scope["headers"]
+            if name not in _HOP_BY_HOP and name not in _OURS and name != b"content-length"
+        ]
         client = scope.get("client")
         headers.append((CLIENT_HEADER, (client[0] if client else "unknown").encode("latin-1")))
         headers.append((SCHEME_HEADER, str(scope.get("scheme", "http")).encode("latin-1")))
@@ -147,16 +162,23 @@ class ConsoleProcess:
                 async for chunk in answer.content.iter_chunked(64 * 1024):
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except TimeoutError:
             if started:
                 raise  # mid-answer: the server resets the connection, as for any failed response
+            log.warning("console process took over %ds to answer %s %s", ANSWER_TIMEOUT, scope["method"], scope["path"])
+            await _plain(send, 504, b"The console took too long to answer.")
+        except aiohttp.ClientError as exc:
+            if started:
+                raise
             log.warning("console process did not answer %s %s: %s", scope["method"], scope["path"], exc)
             await _plain(send, 503, b"The console is starting again; try in a few seconds.", retry_after=b"2")
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.UnixConnector(path=self.path, limit=16),
+                # Idle connections closed before the child's uvicorn closes them (5 s): a POST sent
+                # on one it has just closed would fail, and aiohttp retries only safe methods.
+                connector=aiohttp.UnixConnector(path=self.path, limit=16, keepalive_timeout=3.0),
                 timeout=aiohttp.ClientTimeout(total=ANSWER_TIMEOUT),
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
@@ -181,14 +203,17 @@ async def _stop(child: asyncio.subprocess.Process) -> None:
         await child.wait()
 
 
+_GONE = b"<the client left>"
+
+
 async def _body(receive: Receive) -> bytes | None:
-    """The request's body, or None when it is over MAX_BODY."""
+    """The request's body; None when it is over MAX_BODY, _GONE when the client left first."""
     parts: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return b"".join(parts)
+            return _GONE
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY:
@@ -233,15 +258,19 @@ class Paced:
     waits (a 20 ms page holds the next request back 60 ms at most)."""
 
     SHARE = 0.25
+    # The longest pause: a slow search or a big replay must not keep everyone waiting (the relay
+    # gives up after ANSWER_TIMEOUT, and the request would still run after it gave up).
+    MAX_PAUSE = 1.0
 
-    def __init__(self, app: ASGIApp, share: float = SHARE) -> None:
+    def __init__(self, app: ASGIApp, share: float = SHARE, skip: str = "") -> None:
         self.app = app
         self._gap = 1 / share - 1
+        self._skip = skip  # a path prefix served without pacing (the static files)
         self._lock = asyncio.Lock()
         self._free_at = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (self._skip and scope["path"].startswith(self._skip)):
             await self.app(scope, receive, send)
             return
         loop = asyncio.get_running_loop()
@@ -254,7 +283,7 @@ class Paced:
                 await self.app(scope, receive, send)
             finally:
                 ended = loop.time()
-                self._free_at = ended + (ended - started) * self._gap
+                self._free_at = ended + min((ended - started) * self._gap, self.MAX_PAUSE)
 
 
 def child_settings() -> Settings:

@@ -24,6 +24,9 @@ from receiver.core.errors import DatabaseUnavailable
 log = logging.getLogger("receiver.core.minutes")
 
 FOLD_INTERVAL = 60.0
+# The advisory lock receiver_fold_minutes() takes (and skips its turn when it cannot): whoever else
+# deletes folded rows (`receiver prune`) holds it meanwhile, so neither waits for the other's rows.
+FOLD_LOCK = 4611686018427388011
 
 
 async def fold(conn: psycopg.AsyncConnection[Any], before: datetime) -> int:

@@ -19,6 +19,7 @@ from typing import Any, Literal, NamedTuple
 
 from psycopg import AsyncConnection
 
+from receiver.core.minutes import FOLD_LOCK
 from receiver.outbound import operational
 
 DeliveryState = Literal["pending", "delivered", "dead"]
@@ -502,8 +503,10 @@ PRUNE = (
     """,
     "UPDATE inbound_webhooks SET body = NULL WHERE received_at < %(cutoff)s AND body IS NOT NULL",
     "DELETE FROM webhook_outcomes WHERE minute < %(cutoff)s",
-    "DELETE FROM job_minutes WHERE minute < %(cutoff)s",
-    "DELETE FROM attempt_minutes WHERE minute < %(cutoff)s",
+    # Folded rows only (writer 0, which no trigger writes, under the fold's lock): a webhook moving
+    # an old job's count never waits for prune. Rows not folded yet go at the next prune.
+    "DELETE FROM job_minutes WHERE minute < %(cutoff)s AND writer = 0",
+    "DELETE FROM attempt_minutes WHERE minute < %(cutoff)s AND writer = 0",
 )
 
 
@@ -523,6 +526,7 @@ async def prune(conn: AsyncConnection[Any], cutoff: datetime) -> Pruned:
     webhook, job and attempt counts, and drop raw bodies, older than `cutoff`. Jobs, job history and pending or
     dead deliveries stay."""
     counts: list[int] = []
+    await conn.execute("SELECT pg_advisory_xact_lock(%(lock)s)", {"lock": FOLD_LOCK})
     for statement in PRUNE:
         cursor = await conn.execute(statement, {"cutoff": cutoff})
         counts.append(cursor.rowcount)

@@ -4,6 +4,7 @@ address; started again after a crash; gone when the server stops, even when it i
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from receiver.app import create_app
 from tests.support import SECRET, Receiver, eventually, free_port, query, running, settings_for
 
 TOKEN = "console-token-for-tests-0123"
@@ -168,3 +170,36 @@ async def test_one_persons_session_never_reaches_anothers_requests(receiver: Rec
         assert login.status_code == 303 and (await signed_in.get("/console/jobs")).status_code == 200
         stranger = await receiver.client.get(receiver.url + "/console/jobs", headers={"accept": "text/html"})
         assert stranger.status_code in (302, 303, 307) and "/console/login" in stranger.headers["location"]
+
+
+async def test_a_client_that_leaves_mid_body_does_not_hold_the_console(receiver: Receiver) -> None:
+    """Its body is never relayed: the console would wait for the bytes it was promised, paced,
+    with everyone else behind it."""
+    host, port = receiver.url.removeprefix("http://").split(":")
+    _reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST /console/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 100\r\n\r\ntok"
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.close()
+    await writer.wait_closed()
+    started = asyncio.get_running_loop().time()
+    answer = await receiver.client.get(receiver.url + "/console/jobs", headers=BEARER, timeout=10)
+    assert answer.status_code == 200
+    assert asyncio.get_running_loop().time() - started < 5
+
+
+async def test_relayed_answers_carry_the_servers_date_and_server_headers_once(receiver: Receiver) -> None:
+    answer = await receiver.client.get(receiver.url + "/console/", headers=BEARER)
+    assert answer.status_code == 200
+    # The child's own are left out: what the client sees is the server's (this test's server
+    # sends `server: uvicorn`; `receiver serve` sends none).
+    assert len(answer.headers.get_list("date")) == 1 and len(answer.headers.get_list("server")) <= 1
+
+
+def test_an_app_never_started_leaves_no_socket_behind(database_url: str, tmp_path: Path) -> None:
+    before = _socket_directories()
+    create_app(settings_for(database_url, tmp_path, console_token=TOKEN))
+    assert _socket_directories() == before

@@ -14,6 +14,7 @@ import psycopg
 
 from receiver.core import db, migrate, minutes
 from receiver.jobs import search
+from receiver.outbound import outbox
 from tests.support import admin, eventually, execute, query, scalar
 
 # Every (minute, service, status) the jobs have, counted from the jobs themselves.
@@ -219,3 +220,21 @@ async def test_the_serve_process_folds_past_minutes(database_url: str) -> None:
             await folding
         await pool.close()
     assert_counts_are_the_jobs(database_url)
+
+
+async def test_prune_takes_folded_minutes_and_never_waits_for_a_writer(database_url: str) -> None:
+    insert = "INSERT INTO jobs (id, service, status, first_seen_at) VALUES (%s, 'hedra', 'queued', %s)"
+    minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=10)
+    execute(database_url, insert, ("a", minute))
+    execute(database_url, "SELECT receiver_fold_minutes(%s)", (datetime.now(UTC),))
+    with psycopg.connect(database_url) as writing:
+        writing.execute(insert, ("b", minute))
+        writing.commit()
+        writing.execute(insert, ("c", minute))  # holds its own row of that minute
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            await conn.execute("SET lock_timeout = '2s'")
+            pruned = await outbox.prune(conn, datetime.now(UTC))
+            await conn.commit()
+        writing.commit()
+    assert pruned.job_minutes == 1  # the folded row; the writer's waits for the next fold
+    assert query(database_url, "SELECT writer <> 0, jobs FROM job_minutes") == [(True, 2)]

@@ -56,3 +56,17 @@ async def test_a_failed_request_still_counts_and_lifespan_is_not_paced() -> None
         await paced({"type": "http"}, None, None)
     assert time.perf_counter() - started >= 0.055
     assert calls == ["http", "lifespan", "http"]
+
+
+async def test_the_pause_is_capped_and_static_files_are_not_paced() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await asyncio.sleep(0.5 if scope["path"] == "/slow" else 0.001)
+
+    paced = Paced(app, skip="/console/static/")
+    await paced({"type": "http", "path": "/slow"}, None, None)
+    started = time.perf_counter()
+    await paced({"type": "http", "path": "/console/static/console.css"}, None, None)
+    assert time.perf_counter() - started < 0.1  # not behind the 1 s pause
+    await paced({"type": "http", "path": "/next"}, None, None)
+    # 3 x 0.5 s would be 1.5 s; the pause is capped at MAX_PAUSE.
+    assert Paced.MAX_PAUSE - 0.1 <= time.perf_counter() - started <= Paced.MAX_PAUSE + 0.3
