@@ -104,10 +104,7 @@ class ConsoleProcess:
             child.stdin.write(base64.b64encode(pickle.dumps(self._settings)) + b"\n")
             await child.stdin.drain()
             code = await child.wait()
-        except asyncio.CancelledError:
-            await _stop(child)
-            raise
-        except BaseException:
+        except BaseException:  # cancelled (the server stops) or anything else: the child goes too
             await _stop(child)
             raise
         raise ConsoleExited(f"the console process exited with status {code}")
